@@ -1,0 +1,1 @@
+"""meow: the command-line client of meowd."""

@@ -1,0 +1,3 @@
+from meowcli.main import main
+
+main()

@@ -1,0 +1,315 @@
+"""The `meow` commands (typer). Thin: parse, call the client, render."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import select
+import sys
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+
+from meowcli import render
+from meowcli.client import NotRunning, connect
+from meowcli.create import CreateArgs
+from meowcli.create import create as do_create
+from meowd import __version__
+from meowd.core.errors import MeowError
+from meowd.core.protocol import WaitRequest
+from meowd.core.units import parse_memory_request
+
+app = typer.Typer(
+    name="meow",
+    help="meow: a GPU-aware local task queue. Queue commands; meowd runs each on free GPUs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+NameArg = Annotated[str | None, typer.Argument(
+    help="Task fullname, group, or id; with -A a regex matched against whole fullnames.")]
+AllOpt = Annotated[bool, typer.Option(
+    "-A", "--all", help="NAME is a regular expression; without NAME, every task.")]
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Every failure ends as one line on stderr and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MeowError as exc:
+            typer.echo(f"meow: error: {exc.message}", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"meow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass
+
+
+def _memory(value: str) -> int | float:
+    try:
+        return parse_memory_request(value)
+    except MeowError as exc:
+        raise typer.BadParameter(exc.message) from None
+
+
+@app.command()
+@handle_errors
+def create(
+    input: Annotated[str, typer.Argument(help="The command to run, quoted: \"python train.py\".")],
+    args: Annotated[list[str] | None, typer.Argument(
+        help="Arguments after `--`, appended (shell-quoted) to the command.")] = None,
+    task_name: Annotated[str | None, typer.Option(
+        "-n", "--task-name", help="Task name (default: 5 random characters).")] = None,
+    priority: Annotated[int, typer.Option(
+        "-p", "--priority", help="Higher runs first; ties go to the older task.")] = 0,
+    requires_memory_per_device: Annotated[str, typer.Option(
+        "-M", "--requires-memory-per-device",
+        help="GPU memory per device: MiB (20000, 20GiB) or a ratio in (0,1] of each GPU's "
+             "total. 0: any GPU, nothing reserved.")] = "0",
+    min_devices: Annotated[int, typer.Option(
+        "-c", "--min-devices", help="GPUs the task needs; 0 runs it without a GPU.")] = 1,
+    cwd: Annotated[str | None, typer.Option(
+        "--cwd", help="Working directory (default: the current one).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Queue a command. The daemon starts in the background if it is not running.
+
+    The task runs in the current directory with this shell's environment, with
+    CUDA_VISIBLE_DEVICES set to the GPUs it is placed on.
+    """
+    code = do_create(CreateArgs(
+        input=input, args=list(args or []), task_name=task_name, priority=priority,
+        requires_memory_per_device=_memory(requires_memory_per_device),
+        min_devices=min_devices, cwd=cwd, json=as_json,
+    ))
+    raise typer.Exit(code)
+
+
+@app.command("list")
+@handle_errors
+def list_(as_json: JsonOpt = False) -> None:
+    """List tasks: id, name, status, priority, GPUs, memory, exit code, times."""
+    with connect() as client:
+        tasks = client.list()
+    if as_json:
+        typer.echo(json.dumps(sorted(tasks, key=lambda t: t["id"])))
+    else:
+        typer.echo(render.render_tasks(tasks, time.time()))
+
+
+@app.command()
+@handle_errors
+def show(name: Annotated[str, typer.Argument(help="Task fullname or id.")],
+         as_json: JsonOpt = False) -> None:
+    """Show one task in full: command, environment keys, GPUs, attempts, log paths, events."""
+    with connect() as client:
+        task = client.show(name)
+    typer.echo(json.dumps(task) if as_json else render.render_show(task, time.time()))
+
+
+def _bulk(op: str, name: str | None, all_: bool, as_json: bool, **extra: Any) -> None:
+    with connect() as client:
+        result = getattr(client, op)(name, all_, **extra)
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        out, err = render.render_bulk(op, result)
+        if out:
+            typer.echo(out)
+        if err:
+            typer.echo(err, err=True)
+    if not result["success"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handle_errors
+def kill(name: NameArg = None, all_: AllOpt = False,
+         force: Annotated[bool, typer.Option("-f", "--force", help="SIGKILL instead of SIGTERM.")]
+         = False, as_json: JsonOpt = False) -> None:
+    """Stop running tasks: SIGTERM to the task's process group (SIGKILL after a grace
+    period, or at once with -f). The task ends as `killed`."""
+    _bulk("kill", name, all_, as_json, force=force)
+
+
+@app.command()
+@handle_errors
+def cancel(name: NameArg = None, all_: AllOpt = False, as_json: JsonOpt = False) -> None:
+    """Cancel waiting tasks (and stop running ones); `meow resume` queues them again."""
+    _bulk("cancel", name, all_, as_json)
+
+
+@app.command()
+@handle_errors
+def resume(name: NameArg = None, all_: AllOpt = False, as_json: JsonOpt = False) -> None:
+    """Queue cancelled tasks again."""
+    _bulk("resume", name, all_, as_json)
+
+
+@app.command()
+@handle_errors
+def remove(name: NameArg = None, all_: AllOpt = False, as_json: JsonOpt = False) -> None:
+    """Forget tasks in any status (a running task is killed first). Logs stay on disk."""
+    _bulk("remove", name, all_, as_json)
+
+
+@app.command()
+@handle_errors
+def devices(as_json: JsonOpt = False) -> None:
+    """Each GPU: total, used by meow tasks, used by others, reserved, free (MiB)."""
+    with connect() as client:
+        result = client.devices()
+    typer.echo(json.dumps(result) if as_json else render.render_devices(result))
+
+
+def _follow(path: str, done: Callable[[], bool], first: bool = True) -> None:
+    """Print a file as it grows until `done()`; the first read collapses progress bars."""
+    while not os.path.exists(path):
+        if done():
+            return
+        time.sleep(0.05)
+    with open(path, "rb") as f:
+        data = f.read()
+        sys.stdout.write(render.collapse_progress(data.decode(errors="replace")))
+        sys.stdout.flush()
+        finished = False
+        while True:
+            chunk = f.read()
+            if chunk:
+                sys.stdout.write(chunk.decode(errors="replace"))
+                sys.stdout.flush()
+            elif finished:
+                return
+            else:
+                finished = done()
+                if not finished:
+                    time.sleep(0.1)
+
+
+@app.command()
+@handle_errors
+def watch(
+    name: Annotated[str | None, typer.Argument(
+        help="Task fullname or id; without one, follow the daemon's log.")] = None,
+    stream: Annotated[str, typer.Option("-s", "--stream", help="stdout or stderr.")] = "stdout",
+) -> None:
+    """Follow a task's output; returns when the task ends."""
+    if stream not in ("stdout", "stderr"):
+        raise MeowError(f"--stream must be stdout or stderr, not {stream!r}")
+    client = connect()
+    if name is None:
+        _follow(str(client.paths.daemon_log), lambda: False)
+        return
+    task = client.show(name)
+    while task["status"] == "waiting":
+        time.sleep(0.2)
+        task = client.show(name)
+    if not task["attempt_list"]:
+        typer.echo(f"meow: {task['fullname']} is {task['status']} and never ran", err=True)
+        raise typer.Exit(1)
+    path = task["attempt_list"][-1][stream]
+    waiter = connect()
+    waiter.send(WaitRequest(name))
+
+    def ended() -> bool:
+        return bool(select.select([waiter], [], [], 0)[0])
+
+    _follow(path, ended)
+    final = waiter.receive()
+    typer.echo(f"[meow] {final['fullname']} {final['status']}"
+               + (f" (exit {final['exit_code']})" if final["exit_code"] is not None else ""),
+               err=True)
+
+
+@app.command()
+def run(verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Debug logging.")] = False
+        ) -> None:
+    """Run the daemon in the foreground, logging what it does; Ctrl-C stops it
+    (running tasks keep running and are re-adopted by the next daemon)."""
+    try:
+        info = connect(timeout=5).ping()
+    except MeowError:
+        info = None
+    if info:
+        typer.echo(f"meow: meowd is already running (pid {info['pid']}); "
+                   "`meow watch` follows its log, `meow exit` stops it", err=True)
+        raise typer.Exit(1)
+    from meowd.main import run_daemon
+
+    raise typer.Exit(run_daemon(verbose))
+
+
+@app.command("exit")
+@handle_errors
+def exit_(
+    kill_tasks: Annotated[bool, typer.Option(
+        "--kill", help="Kill running tasks first (default: they keep running).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop the daemon. Queued tasks stay queued on disk; running tasks keep running and
+    are re-adopted by the next daemon, unless --kill."""
+    client = connect(timeout=None)
+    result = client.exit(kill_tasks)
+    client.wait_closed()
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        typer.echo("meowd stopped" + (
+            f"; {result['running']} running task(s) "
+            + ("killed" if kill_tasks else "left running") if result["running"] else ""))
+
+
+@app.command("test")
+@handle_errors
+def test_(name: Annotated[str | None, typer.Argument(help="Task fullname or id.")] = None
+          ) -> None:
+    """Check the daemon is up, or whether a task is running."""
+    try:
+        client = connect(timeout=5)
+    except NotRunning as exc:
+        typer.echo(exc.message)
+        raise typer.Exit(1) from None
+    with client:
+        if name is None:
+            info = client.ping()
+            typer.echo(f"meowd {info['version']} is running (pid {info['pid']}, "
+                       f"devices: {info['backend'] or 'none'})")
+            return
+        task = client.show(name)
+    if task["status"] == "running":
+        typer.echo(f"{task['fullname']} is running with PID {task['pid']}")
+    else:
+        typer.echo(f"{task['fullname']} is not running ({task['status']})")
+        raise typer.Exit(1)
+
+
+@app.command("meow")
+def meow_() -> None:
+    """Print the version."""
+    typer.echo(f"meow {__version__} =^.^=")
+
+
+def run(argv: list[str]) -> None:
+    app(args=argv, prog_name="meow")

@@ -1,0 +1,122 @@
+"""`meow create`: the hot path. Kept free of typer/rich so it starts fast.
+
+`fast_parse` handles the common forms of the command line by hand; anything it is
+unsure of (help, unknown or malformed options) returns None and typer parses instead,
+which gives the same behaviour plus proper help and error messages. Both end in `create`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+
+from meowd.core.errors import BadRequest, MeowError
+from meowd.core.protocol import TaskSpec
+from meowd.core.units import MemoryRequest, parse_memory_request
+
+
+@dataclass
+class CreateArgs:
+    input: str
+    args: list[str] = field(default_factory=list)
+    task_name: str | None = None
+    priority: int = 0
+    requires_memory_per_device: MemoryRequest = 0
+    min_devices: int = 1
+    cwd: str | None = None
+    json: bool = False
+
+
+_VALUE_OPTS = {
+    "-n": "task_name", "--task-name": "task_name",
+    "-p": "priority", "--priority": "priority",
+    "-M": "requires_memory_per_device", "--requires-memory-per-device": "requires_memory_per_device",
+    "-c": "min_devices", "--min-devices": "min_devices",
+    "--cwd": "cwd",
+}
+
+
+def fast_parse(argv: list[str]) -> CreateArgs | None:
+    """Parse `create` arguments, or None to let typer do it (help, errors, oddities)."""
+    values: dict[str, str] = {}
+    positional: list[str] = []
+    extra: list[str] = []
+    as_json = False
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            extra = argv[i + 1:]
+            break
+        if arg == "--json":
+            as_json = True
+        elif arg in _VALUE_OPTS:
+            if i + 1 >= len(argv):
+                return None
+            values[_VALUE_OPTS[arg]] = argv[i + 1]
+            i += 1
+        elif arg.startswith("-") and arg != "-":
+            return None
+        else:
+            positional.append(arg)
+        i += 1
+    if len(positional) != 1:
+        return None
+    try:
+        return CreateArgs(
+            input=positional[0], args=extra, task_name=values.get("task_name"),
+            priority=int(values.get("priority", 0)),
+            requires_memory_per_device=parse_memory_request(
+                values.get("requires_memory_per_device", "0")),
+            min_devices=int(values.get("min_devices", 1)),
+            cwd=values.get("cwd"), json=as_json,
+        )
+    except (ValueError, BadRequest):
+        return None
+
+
+def build_command(input: str, args: list[str]) -> str:
+    return " ".join([input, *map(shlex.quote, args)]) if args else input
+
+
+def create(args: CreateArgs) -> int:
+    """Ship one command to the daemon (starting it if needed). Returns the exit status."""
+    from meowcli.client import connect
+
+    if args.input.endswith(".py") and os.path.isfile(args.input) and not args.args:
+        raise BadRequest(
+            f"{args.input} is a Python task file; task files (cattino API) are not supported "
+            f"yet. To run it as a command: meow create \"python {args.input}\""
+        )
+    if args.min_devices < 0:
+        raise BadRequest("--min-devices must be 0 or more")
+    cwd = os.path.abspath(args.cwd) if args.cwd else os.getcwd()
+    if not os.path.isdir(cwd):
+        raise BadRequest(f"--cwd {cwd} is not a directory")
+    spec = TaskSpec(
+        command=build_command(args.input, args.args), name=args.task_name,
+        priority=args.priority, min_devices=args.min_devices,
+        requires_memory_per_device=args.requires_memory_per_device,
+    )
+    with connect(autostart=True) as client:
+        created = client.create([spec], cwd, dict(os.environ))
+    if args.json:
+        print(json.dumps(created))
+    else:
+        for task in created:
+            print(f"created {task['fullname']} (id {task['id']})")
+    return 0
+
+
+def fast_main(argv: list[str]) -> int | None:
+    parsed = fast_parse(argv)
+    if parsed is None:
+        return None
+    try:
+        return create(parsed)
+    except MeowError as exc:
+        print(f"meow: error: {exc.message}", file=sys.stderr)
+        return 1

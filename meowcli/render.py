@@ -1,0 +1,128 @@
+"""Pure text formatting for the CLI. Golden-tested; no I/O, no clock (callers pass `now`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from meowd.core.units import format_mib
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def format_time(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return time.strftime("%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def render_tasks(tasks: list[dict[str, Any]], now: float) -> str:
+    if not tasks:
+        return "no tasks"
+    rows = []
+    for t in sorted(tasks, key=lambda t: t["id"]):
+        gpus = ",".join(map(str, t["devices"])) if t["devices"] else (
+            "-" if t["min_devices"] == 0 or t["status"] != "running" else "")
+        if t["status"] == "waiting":
+            gpus = f"({t['min_devices']})" if t["min_devices"] else "-"
+        end = t["ended_at"] if t["ended_at"] is not None else now
+        runtime = format_duration(end - t["started_at"]) if t["started_at"] else "-"
+        rows.append([
+            str(t["id"]), t["fullname"], t["status"], str(t["priority"]), gpus or "-",
+            format_mib(t["requires_memory_per_device"]) if t["min_devices"] else "-",
+            "-" if t["exit_code"] is None else str(t["exit_code"]),
+            format_time(t["created_at"]), runtime,
+        ])
+    return _table(["ID", "NAME", "STATUS", "PRI", "GPUS", "MEM/GPU", "EXIT", "CREATED", "RUNTIME"],
+                  rows)
+
+
+def render_devices(result: dict[str, Any]) -> str:
+    if result["backend"] is None:
+        return result["hint"]
+    rows = [
+        [
+            str(d["index"]), d["name"], str(d["total_mib"]), str(d["used_by_meow_mib"]),
+            str(d["used_by_others_mib"]), str(d["reserved_mib"]), str(d["free_mib"]),
+            "-" if d["utilization"] is None else f"{d['utilization']}%",
+            ",".join(d["tasks"]) or "-",
+        ]
+        for d in result["devices"]
+    ]
+    header = f"{len(rows)} GPU(s) via {result['backend']}; memory in MiB"
+    table = _table(["GPU", "NAME", "TOTAL", "MEOW", "OTHERS", "RESERVED", "FREE", "UTIL", "TASKS"],
+                   rows)
+    return f"{header}\n{table}"
+
+
+_PAST = {"kill": "killed", "cancel": "cancelled", "resume": "resumed", "remove": "removed"}
+
+
+def render_bulk(op: str, result: dict[str, Any]) -> tuple[str, str]:
+    """(report for stdout, failures for stderr) of a kill/cancel/resume/remove."""
+    lines = []
+    if result["success"]:
+        lines.append(f"{_PAST[op]}: {', '.join(result['success'])}")
+    if result["no_op"]:
+        lines.append(f"unchanged: {'; '.join(result['no_op'])}")
+    if not lines and not result["failure"]:
+        lines.append("no tasks matched")
+    failures = [f"meow: {op} failed: {name}: {reason}" for name, reason in result["failure"]]
+    return "\n".join(lines), "\n".join(failures)
+
+
+def render_show(task: dict[str, Any], now: float) -> str:
+    lines = [
+        f"task {task['id']}: {task['fullname']}",
+        f"  status      {task['status']}" + (f" ({task['reason']})" if task["reason"] else ""),
+        f"  command     {task['command']}",
+        f"  cwd         {task['cwd']}",
+        f"  priority    {task['priority']}",
+        f"  gpus        {task['min_devices']} x {format_mib(task['requires_memory_per_device'])}"
+        + (f" on {','.join(map(str, task['devices']))}" if task["devices"] else ""),
+        f"  exit code   {'-' if task['exit_code'] is None else task['exit_code']}",
+        f"  created     {format_time(task['created_at'])}",
+        f"  started     {format_time(task['started_at'])}",
+        f"  ended       {format_time(task['ended_at'])}",
+        f"  pid         {task.get('pid') or '-'}",
+        f"  task home   {task['task_home']}",
+        f"  env keys    {len(task['env_keys'])} ({', '.join(task['env_keys'][:8])}"
+        + (", ..." if len(task["env_keys"]) > 8 else "") + ")",
+    ]
+    for a in task["attempt_list"]:
+        lines.append(
+            f"  attempt {a['n']}   gpus {','.join(map(str, a['devices'])) or '-'}  "
+            f"exit {'-' if a['exit_code'] is None else a['exit_code']}  "
+            f"started {format_time(a['started_at'])}"
+        )
+        lines.append(f"    stdout    {a['stdout']}")
+        lines.append(f"    stderr    {a['stderr']}")
+    return "\n".join(lines)
+
+
+def collapse_progress(text: str) -> str:
+    """Keep only the last state of carriage-return progress bars (tqdm)."""
+    return "\n".join(line.rsplit("\r", 1)[-1] if "\r" in line.rstrip("\r") else line
+                     for line in text.split("\n"))

@@ -1,0 +1,3 @@
+from meowd.main import main
+
+main()

@@ -1,0 +1,115 @@
+"""The task model: statuses, the transitions allowed between them, and the task record."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from meowd.core.errors import BadRequest
+from meowd.core.units import MemoryRequest
+
+
+class TaskStatus(StrEnum):
+    """Lowercase strings on the wire and in the database."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    DONE = "done"  # exited 0
+    FAILED = "failed"  # exited non-zero, or could not be started
+    CANCELLED = "cancelled"  # by the user, before or while running; `resume` requeues it
+    KILLED = "killed"  # stopped by `meow kill`
+    LOST = "lost"  # the daemon lost track of it (vanished while no daemon watched)
+
+
+TERMINAL = frozenset(
+    {TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.KILLED, TaskStatus.LOST}
+)
+"""Statuses a task never leaves by itself (cancelled is not terminal: it can be resumed)."""
+
+ACTIVE = frozenset({TaskStatus.WAITING, TaskStatus.RUNNING})
+
+TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    # waiting -> running: placed and spawned; -> failed: spawn failed; -> cancelled: by user
+    TaskStatus.WAITING: frozenset({TaskStatus.RUNNING, TaskStatus.FAILED, TaskStatus.CANCELLED}),
+    TaskStatus.RUNNING: frozenset(
+        {
+            TaskStatus.DONE,
+            TaskStatus.FAILED,
+            TaskStatus.KILLED,
+            TaskStatus.CANCELLED,
+            TaskStatus.LOST,
+            TaskStatus.WAITING,  # exit code 100: the task asks to be requeued
+        }
+    ),
+    TaskStatus.CANCELLED: frozenset({TaskStatus.WAITING}),
+    TaskStatus.DONE: frozenset(),
+    TaskStatus.FAILED: frozenset(),
+    TaskStatus.KILLED: frozenset(),
+    TaskStatus.LOST: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A bug in the daemon, never a user error: the controller asked for an impossible move."""
+
+
+def check_transition(current: TaskStatus, new: TaskStatus) -> None:
+    if new not in TRANSITIONS[current]:
+        raise IllegalTransition(f"{current} -> {new} is not allowed")
+
+
+RETRY_EXIT_CODE = 100
+"""Cattino's `exit_and_retry()`: a task exiting with this code is requeued."""
+
+_NAME = re.compile(r"^[A-Za-z0-9_.+@=,-][A-Za-z0-9_.+@=,:-]{0,127}$")
+
+
+def validate_name(name: object) -> str:
+    """Task names become directory names and CLI arguments, so keep them tame."""
+    if not isinstance(name, str) or not _NAME.match(name) or name in {".", ".."}:
+        raise BadRequest(
+            f"invalid task name {name!r}: use 1-128 letters, digits and _.+-@=,: "
+            "(no spaces or slashes)"
+        )
+    if name.isdigit():
+        raise BadRequest(f"invalid task name {name!r}: a name of digits only reads as a task id")
+    if name == "backend":
+        raise BadRequest("the task name 'backend' is reserved")
+    return name
+
+
+@dataclass
+class Task:
+    """One queued command and what became of it. Plain data: no I/O, no process handles."""
+
+    id: int
+    name: str
+    fullname: str
+    command: str
+    cwd: str
+    env_hash: str
+    priority: int = 0
+    min_devices: int = 1
+    requires_memory_per_device: MemoryRequest = 0
+    status: TaskStatus = TaskStatus.WAITING
+    devices: list[int] = field(default_factory=list)
+    reserved_mib: list[int] = field(default_factory=list)
+    """Per placed device, the MiB reserved for this task (ratios already resolved)."""
+    exit_code: int | None = None
+    reason: str | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    ended_at: float | None = None
+    attempts: int = 0
+
+    def transition(self, new: TaskStatus, reason: str | None = None) -> None:
+        check_transition(self.status, new)
+        self.status = new
+        self.reason = reason
+
+    def to_wire(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = str(self.status)
+        return data

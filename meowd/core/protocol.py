@@ -1,0 +1,282 @@
+"""Messages between `meow` and `meowd`: one request type per command, with validation.
+
+A request on the wire: {"v": PROTOCOL_VERSION, "op": "<name>", "args": {...}}.
+A reply:               {"v": PROTOCOL_VERSION, "ok": true, "result": ...}
+                    or {"v": PROTOCOL_VERSION, "ok": false, "error": {"code": ..., "message": ...}}.
+`from_wire` turns an untrusted map into a typed request or raises BadRequest/ProtocolError;
+the daemon never looks at a field that did not pass through here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from meowd.core.errors import BadRequest, MeowError, ProtocolError
+from meowd.core.models import validate_name
+from meowd.core.units import MemoryRequest, validate_memory_request
+
+PROTOCOL_VERSION = 1
+MAX_TASKS_PER_CREATE = 100_000
+
+
+def _get(args: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    if key not in args:
+        if default is ...:
+            raise BadRequest(f"missing field {key!r}")
+        return default
+    value = args[key]
+    if value is None and default is None:
+        return None
+    if isinstance(value, bool) and kind is int:
+        raise BadRequest(f"field {key!r} must be int, got bool")
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise BadRequest(f"field {key!r} must be {names}, got {type(value).__name__}")
+    return value
+
+
+def _str_map(value: Any, what: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise BadRequest(f"{what} must map strings to strings")
+    return value
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a client asks to run. Plain data only: the daemon never runs client code."""
+
+    command: str
+    name: str | None = None
+    priority: int = 0
+    min_devices: int = 1
+    requires_memory_per_device: MemoryRequest = 0
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> TaskSpec:
+        if not isinstance(raw, dict):
+            raise BadRequest("each task must be a map")
+        command = _get(raw, "command", str)
+        if not command.strip():
+            raise BadRequest("empty command")
+        if "\x00" in command:
+            raise BadRequest("command contains a NUL byte")
+        name = _get(raw, "name", str, None)
+        if name is not None:
+            validate_name(name)
+        priority = _get(raw, "priority", int, 0)
+        min_devices = _get(raw, "min_devices", int, 1)
+        if not 0 <= min_devices <= 1024:
+            raise BadRequest("min_devices must be between 0 and 1024")
+        if not -(2**31) <= priority < 2**31:
+            raise BadRequest("priority out of range")
+        memory = validate_memory_request(raw.get("requires_memory_per_device", 0))
+        return cls(command, name, priority, min_devices, memory)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "name": self.name,
+            "priority": self.priority,
+            "min_devices": self.min_devices,
+            "requires_memory_per_device": self.requires_memory_per_device,
+        }
+
+
+class Request:
+    op: ClassVar[str]
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> Request:
+        return cls()
+
+    def to_args(self) -> dict[str, Any]:
+        return {}
+
+
+@dataclass(frozen=True)
+class PingRequest(Request):
+    op: ClassVar[str] = "ping"
+
+
+@dataclass(frozen=True)
+class CreateRequest(Request):
+    op: ClassVar[str] = "create"
+    tasks: tuple[TaskSpec, ...]
+    cwd: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> CreateRequest:
+        raw_tasks = _get(args, "tasks", list)
+        if not raw_tasks:
+            raise BadRequest("no tasks to create")
+        if len(raw_tasks) > MAX_TASKS_PER_CREATE:
+            raise BadRequest(f"at most {MAX_TASKS_PER_CREATE} tasks per request")
+        cwd = _get(args, "cwd", str)
+        if not cwd.startswith("/"):
+            raise BadRequest("cwd must be an absolute path")
+        env = _str_map(_get(args, "env", dict, {}), "env")
+        return cls(tuple(TaskSpec.from_wire(t) for t in raw_tasks), cwd, env)
+
+    def to_args(self) -> dict[str, Any]:
+        return {"tasks": [t.to_wire() for t in self.tasks], "cwd": self.cwd, "env": self.env}
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Which tasks a bulk command acts on: `NAME` (fullname, group or id), or with
+    `regex` set, NAME is a regular expression matched against the whole fullname,
+    and no NAME means every task."""
+
+    target: str | None
+    regex: bool = False
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> Selector:
+        target = _get(args, "target", str, None)
+        regex = _get(args, "regex", bool, False)
+        if target is None and not regex:
+            raise BadRequest("give a task NAME, or -A to select all tasks")
+        return cls(target, regex)
+
+    def to_args(self) -> dict[str, Any]:
+        return {"target": self.target, "regex": self.regex}
+
+
+@dataclass(frozen=True)
+class _BulkRequest(Request):
+    selector: Selector
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> _BulkRequest:
+        return cls(Selector.from_args(args))
+
+    def to_args(self) -> dict[str, Any]:
+        return self.selector.to_args()
+
+
+@dataclass(frozen=True)
+class KillRequest(_BulkRequest):
+    op: ClassVar[str] = "kill"
+    force: bool = False
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> KillRequest:
+        return cls(Selector.from_args(args), _get(args, "force", bool, False))
+
+    def to_args(self) -> dict[str, Any]:
+        return {**self.selector.to_args(), "force": self.force}
+
+
+@dataclass(frozen=True)
+class CancelRequest(_BulkRequest):
+    op: ClassVar[str] = "cancel"
+
+
+@dataclass(frozen=True)
+class ResumeRequest(_BulkRequest):
+    op: ClassVar[str] = "resume"
+
+
+@dataclass(frozen=True)
+class RemoveRequest(_BulkRequest):
+    op: ClassVar[str] = "remove"
+
+
+@dataclass(frozen=True)
+class ListRequest(Request):
+    op: ClassVar[str] = "list"
+
+
+@dataclass(frozen=True)
+class ShowRequest(Request):
+    """One task in full, with its attempts and log paths."""
+
+    op: ClassVar[str] = "show"
+    target: str
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> ShowRequest:
+        return cls(_get(args, "target", str))
+
+    def to_args(self) -> dict[str, Any]:
+        return {"target": self.target}
+
+
+@dataclass(frozen=True)
+class WaitRequest(ShowRequest):
+    """Reply once the task has left waiting/running (or at once if it already has)."""
+
+    op: ClassVar[str] = "wait"
+
+
+@dataclass(frozen=True)
+class DevicesRequest(Request):
+    op: ClassVar[str] = "devices"
+
+
+@dataclass(frozen=True)
+class ExitRequest(Request):
+    op: ClassVar[str] = "exit"
+    kill: bool = False
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> ExitRequest:
+        return cls(_get(args, "kill", bool, False))
+
+    def to_args(self) -> dict[str, Any]:
+        return {"kill": self.kill}
+
+
+REQUESTS: dict[str, type[Request]] = {
+    cls.op: cls
+    for cls in (
+        PingRequest, CreateRequest, ListRequest, ShowRequest, WaitRequest, KillRequest,
+        CancelRequest, ResumeRequest, RemoveRequest, DevicesRequest, ExitRequest,
+    )
+}
+
+
+def request_to_wire(request: Request) -> dict[str, Any]:
+    return {"v": PROTOCOL_VERSION, "op": request.op, "args": request.to_args()}
+
+
+def request_from_wire(message: dict[str, Any]) -> Request:
+    version = message.get("v")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"protocol version {version!r} not supported (this daemon speaks {PROTOCOL_VERSION}); "
+            "restart the daemon after upgrading meow (`meow exit`)"
+        )
+    op = message.get("op")
+    cls = REQUESTS.get(op) if isinstance(op, str) else None
+    if cls is None:
+        raise BadRequest(f"unknown request {op!r}")
+    args = message.get("args", {})
+    if not isinstance(args, dict):
+        raise BadRequest("args must be a map")
+    return cls.from_args(args)
+
+
+def ok_reply(result: Any) -> dict[str, Any]:
+    return {"v": PROTOCOL_VERSION, "ok": True, "result": result}
+
+
+def error_reply(error: MeowError) -> dict[str, Any]:
+    return {"v": PROTOCOL_VERSION, "ok": False, "error": {"code": error.code, "message": error.message}}
+
+
+@dataclass
+class BulkResult:
+    """Per-task outcome of a bulk command, as Cattino reports it."""
+
+    success: list[str] = field(default_factory=list)
+    no_op: list[str] = field(default_factory=list)
+    failure: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"success": self.success, "no_op": self.no_op,
+                "failure": [list(f) for f in self.failure]}

@@ -1,0 +1,68 @@
+"""Memory quantities: what users type (`20000`, `0.5`, `24GiB`) and what we compute with (MiB)."""
+
+from __future__ import annotations
+
+import re
+
+from meowd.core.errors import BadRequest
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(mib|m|mb|gib|g|gb|tib|t|tb)?\s*$", re.IGNORECASE)
+_FACTOR = {"m": 1, "g": 1024, "t": 1024 * 1024}
+
+MemoryRequest = int | float
+"""MiB as an int, or a float ratio in (0, 1] of each device's own total."""
+
+
+def parse_size_mib(text: str) -> int:
+    """`80GiB` -> 81920, `24000` -> 24000 (plain numbers are MiB)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise BadRequest(f"not a memory size: {text!r} (use MiB like 24000, or 24GiB)")
+    number, unit = float(match.group(1)), (match.group(2) or "m").lower()
+    mib = number * _FACTOR[unit[0]]
+    if mib != int(mib):
+        raise BadRequest(f"memory size {text!r} is not a whole number of MiB")
+    return int(mib)
+
+
+def parse_memory_request(text: str) -> MemoryRequest:
+    """Parse `-M`: whole MiB (`20000`, `20GiB`) or a ratio in (0, 1] (`0.5`, `1.0`)."""
+    stripped = text.strip()
+    if re.fullmatch(r"\d*\.\d+|\d+\.\d*", stripped):
+        ratio = float(stripped)
+        if not 0 < ratio <= 1:
+            raise BadRequest(
+                f"memory ratio {text!r} must be in (0, 1]; give whole MiB for absolute sizes"
+            )
+        return ratio
+    return parse_size_mib(stripped)
+
+
+def validate_memory_request(value: object) -> MemoryRequest:
+    """Check a memory request that arrived over the wire."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequest("requires_memory_per_device must be MiB (int) or a ratio (float)")
+    if isinstance(value, float):
+        if not 0 < value <= 1:
+            raise BadRequest("a memory ratio must be in (0, 1]")
+        return value
+    if value < 0:
+        raise BadRequest("requires_memory_per_device must not be negative")
+    return value
+
+
+def resolve_mib(request: MemoryRequest, device_total_mib: int) -> int:
+    """MiB a task needs on one device: ratios resolve against that device's own total."""
+    if isinstance(request, float):
+        return int(request * device_total_mib)
+    return request
+
+
+def format_mib(mib: int | float | None) -> str:
+    if mib is None:
+        return "-"
+    if isinstance(mib, float):
+        return f"{mib:.0%}"
+    if mib >= 1024 and mib % 1024 == 0:
+        return f"{mib // 1024}GiB"
+    return f"{mib}MiB"

@@ -1,0 +1,1 @@
+"""Executors start task processes and report how they ended."""

@@ -1,0 +1,89 @@
+"""One handler per request type; each is a thin call into the controller."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from meowd import __version__
+from meowd.controller import Controller
+from meowd.core.protocol import (
+    PROTOCOL_VERSION,
+    CancelRequest,
+    CreateRequest,
+    DevicesRequest,
+    ExitRequest,
+    KillRequest,
+    ListRequest,
+    PingRequest,
+    RemoveRequest,
+    Request,
+    ResumeRequest,
+    ShowRequest,
+    WaitRequest,
+)
+
+Handler = Callable[[Controller, Any], Awaitable[Any]]
+_STARTED = time.time()
+
+
+async def ping(c: Controller, r: PingRequest) -> dict[str, Any]:
+    return {"version": __version__, "protocol": PROTOCOL_VERSION, "pid": os.getpid(),
+            "started_at": _STARTED, "backend": c.backend.name if c.backend else None,
+            "state": str(c.paths.state)}
+
+
+async def create(c: Controller, r: CreateRequest) -> list[dict[str, Any]]:
+    return c.create(r)
+
+
+async def list_(c: Controller, r: ListRequest) -> list[dict[str, Any]]:
+    return [t.to_wire() for t in c.tasks.values()]
+
+
+async def show(c: Controller, r: ShowRequest) -> dict[str, Any]:
+    return c.show(c.get(r.target))
+
+
+async def wait(c: Controller, r: WaitRequest) -> dict[str, Any]:
+    task = c.get(r.target)
+    await c.wait(task)
+    return task.to_wire()
+
+
+async def kill(c: Controller, r: KillRequest) -> dict[str, Any]:
+    return c.kill(r.selector, r.force).to_wire()
+
+
+async def cancel(c: Controller, r: CancelRequest) -> dict[str, Any]:
+    return c.cancel(r.selector).to_wire()
+
+
+async def resume(c: Controller, r: ResumeRequest) -> dict[str, Any]:
+    return c.resume(r.selector).to_wire()
+
+
+async def remove(c: Controller, r: RemoveRequest) -> dict[str, Any]:
+    return c.remove(r.selector).to_wire()
+
+
+async def devices(c: Controller, r: DevicesRequest) -> dict[str, Any]:
+    return c.devices()
+
+
+async def exit_(c: Controller, r: ExitRequest) -> dict[str, Any]:
+    # The daemon acts on it once the reply is written (see Server._answer).
+    return {"running": len(c.running), "kill": r.kill}
+
+
+HANDLERS: dict[type[Request], Handler] = {
+    PingRequest: ping, CreateRequest: create, ListRequest: list_, ShowRequest: show,
+    WaitRequest: wait, KillRequest: kill, CancelRequest: cancel, ResumeRequest: resume,
+    RemoveRequest: remove, DevicesRequest: devices, ExitRequest: exit_,
+}
+
+
+async def dispatch(controller: Controller, request: Request) -> Any:
+    return await HANDLERS[type(request)](controller, request)

@@ -1,0 +1,131 @@
+"""The Unix socket server: accept, check the peer, decode frames, dispatch, reply.
+
+A bad frame or request gets an error reply and the connection carries on (the framing
+keeps the stream in sync); only an oversized frame header closes it, since the stream
+cannot be resynchronised. Nothing a client sends can stop the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+from meowd.controller import Controller
+from meowd.core.errors import FrameTooLarge, MeowError, PermissionDenied
+from meowd.core.framing import FrameDecoder, decode_payload, encode_frame
+from meowd.core.protocol import ExitRequest, error_reply, ok_reply, request_from_wire
+from meowd.handlers import dispatch
+
+log = logging.getLogger("meowd.server")
+_CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+MAX_CONSECUTIVE_ERRORS = 64
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    return _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
+
+
+def bind_socket(path: Path) -> socket.socket:
+    """Bind a fresh 0600 socket in a 0700 directory, replacing a stale one."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.parent.stat().st_uid != os.getuid():
+        raise PermissionDenied(f"{path.parent} belongs to another user; refusing to listen there")
+    os.chmod(path.parent, 0o700)
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    return sock
+
+
+class Server:
+    def __init__(self, controller: Controller, on_exit: Callable[[bool], None]) -> None:
+        self.controller = controller
+        self._on_exit = on_exit
+        self._server: asyncio.base_events.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._uid = os.getuid()
+
+    async def start(self, sock: socket.socket) -> None:
+        self._server = await asyncio.start_unix_server(self._connection, sock=sock, limit=2**20)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("connection handler failed")
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        _, uid, _ = peer_credentials(sock)
+        if uid != self._uid:
+            log.warning("refused a connection from uid %d", uid)
+            writer.write(encode_frame(error_reply(PermissionDenied(
+                f"meowd belongs to uid {self._uid}; connections from uid {uid} are refused"))))
+            await writer.drain()
+            return
+        decoder = FrameDecoder()
+        errors = 0
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                return
+            try:
+                frames = decoder.feed(data)
+            except FrameTooLarge as exc:
+                writer.write(encode_frame(error_reply(exc)))
+                await writer.drain()
+                return
+            for payload in frames:
+                exit_request, ok = await self._answer(payload, writer)
+                errors = 0 if ok else errors + 1
+                if exit_request is not None:
+                    self._on_exit(exit_request.kill)
+                if errors >= MAX_CONSECUTIVE_ERRORS:
+                    return  # a client sending only garbage gets cut off
+
+    async def _answer(
+        self, payload: bytes, writer: asyncio.StreamWriter
+    ) -> tuple[ExitRequest | None, bool]:
+        request = None
+        try:
+            request = request_from_wire(decode_payload(payload))
+            reply = ok_reply(await dispatch(self.controller, request))
+            ok = True
+        except MeowError as exc:
+            reply, ok = error_reply(exc), False
+        except Exception as exc:
+            log.exception("request %r failed", getattr(request, "op", "?"))
+            reply, ok = error_reply(MeowError(f"internal error: {type(exc).__name__}: {exc}")), False
+        writer.write(encode_frame(reply))
+        await writer.drain()
+        return (request if isinstance(request, ExitRequest) and ok else None), ok
+
+    async def stop(self) -> None:
+        """Stop accepting, then end open connections (in-flight replies are written)."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.wait(list(self._connections), timeout=2)
