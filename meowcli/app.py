@@ -243,8 +243,8 @@ def watch(
                err=True)
 
 
-@app.command()
-def run(verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Debug logging.")] = False
+@app.command("run")
+def run_(verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Debug logging.")] = False
         ) -> None:
     """Run the daemon in the foreground, logging what it does; Ctrl-C stops it
     (running tasks keep running and are re-adopted by the next daemon)."""

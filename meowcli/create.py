@@ -7,33 +7,49 @@ which gives the same behaviour plus proper help and error messages. Both end in 
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
 import sys
-from dataclasses import dataclass, field
 
 from meowd.core.errors import BadRequest, MeowError
-from meowd.core.protocol import TaskSpec
+from meowd.core.framing import PROTOCOL_VERSION
 from meowd.core.units import MemoryRequest, parse_memory_request
 
 
-@dataclass
 class CreateArgs:
-    input: str
-    args: list[str] = field(default_factory=list)
-    task_name: str | None = None
-    priority: int = 0
-    requires_memory_per_device: MemoryRequest = 0
-    min_devices: int = 1
-    cwd: str | None = None
-    json: bool = False
+    """What `meow create` was asked (a plain class: typing/dataclasses cost start-up time)."""
+
+    def __init__(
+        self, input: str, args: list[str] | None = None, task_name: str | None = None,
+        priority: int = 0, requires_memory_per_device: MemoryRequest = 0, min_devices: int = 1,
+        cwd: str | None = None, json: bool = False,
+    ) -> None:
+        self.input = input
+        self.args = args or []
+        self.task_name = task_name
+        self.priority = priority
+        self.requires_memory_per_device = requires_memory_per_device
+        self.min_devices = min_devices
+        self.cwd = cwd
+        self.json = json
+
+
+def create_message(args: CreateArgs, cwd: str, env: dict[str, str]) -> dict[str, object]:
+    """The wire form of a CreateRequest, built without importing the typed protocol
+    (tests/unit/test_protocol.py checks it against CreateRequest)."""
+    task = {
+        "command": build_command(args.input, args.args), "name": args.task_name,
+        "priority": args.priority, "min_devices": args.min_devices,
+        "requires_memory_per_device": args.requires_memory_per_device,
+    }
+    return {"v": PROTOCOL_VERSION, "op": "create",
+            "args": {"tasks": [task], "cwd": cwd, "env": env}}
 
 
 _VALUE_OPTS = {
     "-n": "task_name", "--task-name": "task_name",
     "-p": "priority", "--priority": "priority",
-    "-M": "requires_memory_per_device", "--requires-memory-per-device": "requires_memory_per_device",
+    "-M": "requires_memory_per_device",
+    "--requires-memory-per-device": "requires_memory_per_device",
     "-c": "min_devices", "--min-devices": "min_devices",
     "--cwd": "cwd",
 }
@@ -79,12 +95,14 @@ def fast_parse(argv: list[str]) -> CreateArgs | None:
 
 
 def build_command(input: str, args: list[str]) -> str:
+    import shlex
+
     return " ".join([input, *map(shlex.quote, args)]) if args else input
 
 
 def create(args: CreateArgs) -> int:
     """Ship one command to the daemon (starting it if needed). Returns the exit status."""
-    from meowcli.client import connect
+    from meowcli.connection import open_connection
 
     if args.input.endswith(".py") and os.path.isfile(args.input) and not args.args:
         raise BadRequest(
@@ -96,14 +114,11 @@ def create(args: CreateArgs) -> int:
     cwd = os.path.abspath(args.cwd) if args.cwd else os.getcwd()
     if not os.path.isdir(cwd):
         raise BadRequest(f"--cwd {cwd} is not a directory")
-    spec = TaskSpec(
-        command=build_command(args.input, args.args), name=args.task_name,
-        priority=args.priority, min_devices=args.min_devices,
-        requires_memory_per_device=args.requires_memory_per_device,
-    )
-    with connect(autostart=True) as client:
-        created = client.create([spec], cwd, dict(os.environ))
+    with open_connection(autostart=True) as connection:
+        created = connection.call_wire(create_message(args, cwd, dict(os.environ)))
     if args.json:
+        import json
+
         print(json.dumps(created))
     else:
         for task in created:

@@ -50,6 +50,11 @@ class _Snapshot:
     """device index -> {task id: MiB actually used by that task's processes}."""
 
 
+def _vanished(pid: int | None) -> str:
+    return (f"process {pid} vanished while no meowd was its parent and left no exit code "
+            "(killed by a signal?)")
+
+
 class Controller:
     def __init__(
         self, paths: Paths, settings: Settings, store: Store, backend: DeviceBackend | None
@@ -108,11 +113,7 @@ class Controller:
                     task.attempts -= 1
                     self._set_status(task, TaskStatus.WAITING, "start interrupted; requeued")
             else:
-                self._finish(
-                    task, TaskStatus.LOST, None,
-                    f"process {attempt.pid} vanished while no meowd watched it; "
-                    "no exit code was recorded",
-                )
+                self._finish(task, TaskStatus.LOST, None, _vanished(attempt.pid))
         if self.tasks:
             log.info(
                 "restored %d tasks (%d waiting, %d running re-adopted) in %.1f ms",
@@ -165,8 +166,7 @@ class Controller:
         elif code == 0:
             self._finish(task, TaskStatus.DONE, 0, None)
         elif code is None:
-            self._finish(task, TaskStatus.FAILED, None,
-                         "ended without an exit code (killed while meowd was not its parent)")
+            self._finish(task, TaskStatus.LOST, None, _vanished(run.attempt.pid))
         else:
             self._finish(task, TaskStatus.FAILED, code, f"exit code {code}")
         log.info("task %d %s ended: %s (exit %s)", task.id, task.fullname, task.status, code)

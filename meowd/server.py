@@ -116,7 +116,8 @@ class Server:
             reply, ok = error_reply(exc), False
         except Exception as exc:
             log.exception("request %r failed", getattr(request, "op", "?"))
-            reply, ok = error_reply(MeowError(f"internal error: {type(exc).__name__}: {exc}")), False
+            internal = MeowError(f"internal error: {type(exc).__name__}: {exc}")
+            reply, ok = error_reply(internal), False
         writer.write(encode_frame(reply))
         await writer.drain()
         return (request if isinstance(request, ExitRequest) and ok else None), ok

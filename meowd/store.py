@@ -234,7 +234,9 @@ class Store:
     def put_env(self, env: dict[str, str]) -> str:
         digest, data = env_hash(env)
         if digest not in self._envs:
-            self._db.execute("INSERT OR IGNORE INTO envs (hash, data) VALUES (?, ?)", (digest, data))
+            self._db.execute(
+                "INSERT OR IGNORE INTO envs (hash, data) VALUES (?, ?)", (digest, data)
+            )
             self._envs[digest] = env
         return digest
 

@@ -47,11 +47,11 @@ class MeowEnv:
 
     # -- daemon --------------------------------------------------------------------------
     def start(self) -> subprocess.Popen[bytes]:
-        log = open(self.home / "test-daemon.log", "ab")
-        self.daemon = subprocess.Popen(
-            [str(BIN / "meowd")], env=self.env, stdout=log, stderr=log, start_new_session=True
-        )
-        log.close()
+        with open(self.home / "test-daemon.log", "ab") as log:
+            self.daemon = subprocess.Popen(
+                [str(BIN / "meowd")], env=self.env, stdout=log, stderr=log,
+                start_new_session=True,
+            )
         wait_for(self._answers, 15, "meowd to answer")
         return self.daemon
 

@@ -7,26 +7,27 @@ socket itself, so the server, the client and the tests share exactly this code.
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 import msgpack
 
 from meowd.core.errors import FrameTooLarge, ProtocolError
 
+PROTOCOL_VERSION = 1
+"""Bumped on any incompatible change of the messages in meowd.core.protocol."""
 HEADER = struct.Struct(">I")
 # 10,000 task specs in one create are ~2 MiB; 64 MiB leaves room without letting a
 # client make the daemon allocate gigabytes.
 MAX_FRAME = 64 * 1024 * 1024
 
 
-def encode_frame(message: dict[str, Any]) -> bytes:
+def encode_frame(message: dict[str, object]) -> bytes:
     payload = msgpack.packb(message, use_bin_type=True)
     if len(payload) > MAX_FRAME:
         raise FrameTooLarge(f"message of {len(payload)} bytes exceeds the {MAX_FRAME}-byte limit")
     return HEADER.pack(len(payload)) + payload
 
 
-def decode_payload(payload: bytes) -> dict[str, Any]:
+def decode_payload(payload: bytes) -> dict[str, object]:
     """Decode one frame body; anything but a map with string keys is a protocol error."""
     if not payload:
         raise ProtocolError("empty frame")

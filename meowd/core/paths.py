@@ -8,20 +8,29 @@ directory under /tmp, named by a hash of the long path so client and daemon agre
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 MAX_SOCKET_PATH = 100
 
 
-@dataclass(frozen=True)
 class Paths:
-    state: Path
-    socket: Path
-    config_files: tuple[Path, ...]
+    """A plain class, not a dataclass/NamedTuple: importing those costs `meow create` time."""
+
+    __slots__ = ("config_files", "socket", "state")
+
+    def __init__(self, state: Path, socket: Path, config_files: tuple[Path, ...]) -> None:
+        self.state = state
+        self.socket = socket
+        self.config_files = config_files
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Paths) and (self.state, self.socket, self.config_files) == (
+            other.state, other.socket, other.config_files)
+
+    def __repr__(self) -> str:
+        return f"Paths(state={self.state}, socket={self.socket})"
 
     @property
     def database(self) -> Path:
@@ -59,6 +68,8 @@ def resolve_paths(environ: Mapping[str, str] | None = None, uid: int | None = No
         socket = (Path(runtime) / "meow" if runtime else Path(f"/tmp/meow-{uid}")) / "meowd.sock"
         configs = (config_home / "meow" / "config.toml",)
     if len(os.fsencode(socket)) > MAX_SOCKET_PATH:
+        import hashlib  # lazily: loading OpenSSL costs `meow create` ~10 ms
+
         digest = hashlib.sha256(os.fsencode(socket)).hexdigest()[:16]
         socket = Path(f"/tmp/meow-{uid}") / f"{digest}.sock"
     return Paths(state=state, socket=socket, config_files=configs)

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from meowd.core.errors import BadRequest, MeowError, ProtocolError
+from meowd.core.framing import PROTOCOL_VERSION
 from meowd.core.models import validate_name
 from meowd.core.units import MemoryRequest, validate_memory_request
 
-PROTOCOL_VERSION = 1
+__all__ = ["PROTOCOL_VERSION"]
 MAX_TASKS_PER_CREATE = 100_000
 
 
@@ -266,7 +267,8 @@ def ok_reply(result: Any) -> dict[str, Any]:
 
 
 def error_reply(error: MeowError) -> dict[str, Any]:
-    return {"v": PROTOCOL_VERSION, "ok": False, "error": {"code": error.code, "message": error.message}}
+    return {"v": PROTOCOL_VERSION, "ok": False,
+            "error": {"code": error.code, "message": error.message}}
 
 
 @dataclass

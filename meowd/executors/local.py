@@ -56,9 +56,13 @@ class _Watch:
     is_child: bool
 
 
-def process_create_time(pid: int) -> float | None:
+def process_create_time(pid: int, live_only: bool = False) -> float | None:
+    """The process's start time; None if it is gone (or, with live_only, a zombie)."""
     try:
-        return psutil.Process(pid).create_time()
+        proc = psutil.Process(pid)
+        if live_only and proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
 
@@ -114,7 +118,7 @@ class LocalExecutor:
             pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
             return False
-        actual = process_create_time(pid)
+        actual = process_create_time(pid, live_only=True)
         if actual is None or (create_time is not None and abs(actual - create_time) > 0.05):
             os.close(pidfd)
             return False

@@ -2,7 +2,12 @@ import pytest
 
 from meowd.core.errors import BadRequest
 from meowd.core.models import (
-    TRANSITIONS, IllegalTransition, Task, TaskStatus, check_transition, validate_name,
+    TRANSITIONS,
+    IllegalTransition,
+    Task,
+    TaskStatus,
+    check_transition,
+    validate_name,
 )
 
 

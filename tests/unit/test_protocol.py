@@ -3,7 +3,12 @@ import pytest
 from meowd.core.errors import BadRequest, ProtocolError
 from meowd.core.paths import resolve_paths
 from meowd.core.protocol import (
-    PROTOCOL_VERSION, CreateRequest, KillRequest, Selector, TaskSpec, request_from_wire,
+    PROTOCOL_VERSION,
+    CreateRequest,
+    KillRequest,
+    Selector,
+    TaskSpec,
+    request_from_wire,
     request_to_wire,
 )
 
@@ -58,3 +63,12 @@ def test_long_socket_path_moves_to_a_short_stable_one():
     p1, p2 = resolve_paths({"MEOW_HOME": home}, uid=3), resolve_paths({"MEOW_HOME": home}, uid=3)
     assert len(str(p1.socket)) < 100 and p1.socket == p2.socket
     assert str(p1.state) == home
+
+
+def test_fast_create_message_is_a_valid_create_request():
+    from meowcli.create import CreateArgs, create_message
+
+    args = CreateArgs("python train.py", ["--lr", "0.2 x"], "t", 3, 0.5, 2)
+    request = request_from_wire(create_message(args, "/w", {"A": "b"}))
+    assert request == CreateRequest(
+        (TaskSpec("python train.py --lr '0.2 x'", "t", 3, 2, 0.5),), "/w", {"A": "b"})

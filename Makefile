@@ -1,0 +1,30 @@
+# The two commands of the README: `make demo` and `make test`. Both build .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "meow needs Python >= 3.11"'
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || ./.ci/ensure-venv
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" ./examples/demo.sh
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/bench_cli.py
+	$(BIN)/python benchmarks/bench_submit.py
+
+clean:
+	rm -rf $(VENV) .meow-demo .pytest_cache .ruff_cache

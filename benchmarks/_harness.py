@@ -1,0 +1,51 @@
+"""Start a throwaway meowd (fake GPUs) for a benchmark and stop it afterwards."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from meowcli.client import Client, NotRunning
+from meowd.core.paths import resolve_paths
+
+BIN = Path(sys.executable).parent
+
+
+@contextmanager
+def daemon(fake_gpus: str = "4x80GiB"):
+    home = Path(tempfile.mkdtemp(prefix="meow-bench-"))
+    env = {**os.environ, "MEOW_HOME": str(home), "MEOW_FAKE_GPUS": fake_gpus}
+    with open(home / "log", "wb") as log:
+        proc = subprocess.Popen([str(BIN / "meowd")], env=env, stdout=subprocess.DEVNULL,
+                                stderr=log, start_new_session=True)
+    paths = resolve_paths(env)
+    for _ in range(500):
+        try:
+            Client(paths).connect().close()
+            break
+        except NotRunning:
+            time.sleep(0.01)
+    try:
+        yield env, paths
+    finally:
+        try:
+            c = Client(paths, timeout=60).connect()
+            c.exit(kill=True)
+            c.wait_closed()
+        except Exception:
+            proc.kill()
+        proc.wait(30)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2]

@@ -1,0 +1,158 @@
+"""The light half of the client: a framed, blocking connection to meowd, and starting
+the daemon. It avoids asyncio, dataclasses and the typed protocol so that `meow create`
+stays close to Python's own start-up time; `meowcli.client` builds on it.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+
+from meowd.core.errors import ERRORS_BY_CODE, MeowError
+from meowd.core.framing import FrameDecoder, decode_payload, encode_frame
+from meowd.core.paths import Paths, resolve_paths
+
+START_TIMEOUT = 15.0
+
+
+class NotRunning(MeowError):
+    code = "not_running"
+
+
+class Connection:
+    def __init__(self, paths: Paths | None = None, timeout: float | None = 60.0) -> None:
+        self.paths = paths or resolve_paths()
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._decoder = FrameDecoder()
+
+    # -- connection ----------------------------------------------------------------------
+    def connect(self) -> Connection:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.paths.socket))
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            raise NotRunning(f"meowd is not running (no daemon at {self.paths.socket})") from None
+        except PermissionError:
+            sock.close()
+            raise MeowError(f"permission denied on {self.paths.socket}") from None
+        self._sock = sock
+        return self
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> Connection:
+        return self if self._sock else self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def fileno(self) -> int:
+        assert self._sock is not None
+        return self._sock.fileno()
+
+    def wait_closed(self) -> None:
+        """Block until the daemon closes this connection (it does so once stopped)."""
+        assert self._sock is not None
+        try:
+            while self._sock.recv(4096):
+                pass
+        except OSError:
+            pass
+        self.close()
+
+    def send_wire(self, message: dict[str, object]) -> None:
+        if self._sock is None:
+            self.connect()
+        assert self._sock is not None
+        self._sock.sendall(encode_frame(message))
+
+    def receive(self) -> object:
+        assert self._sock is not None
+        while True:
+            frames = self._decoder.feed(b"")
+            if frames:
+                break
+            chunk = self._sock.recv(1 << 20)
+            if not chunk:
+                raise MeowError("meowd closed the connection")
+            frames = self._decoder.feed(chunk)
+            if frames:
+                break
+        # One request is in flight at a time, so one frame answers it.
+        message = decode_payload(frames[0])
+        if message.get("ok"):
+            return message.get("result")
+        error = message.get("error") or {}
+        cls = ERRORS_BY_CODE.get(error.get("code"), MeowError)
+        raise cls(error.get("message", "unknown error"))
+
+    def call_wire(self, message: dict[str, object]) -> object:
+        try:
+            self.send_wire(message)
+            return self.receive()
+        except TimeoutError:
+            raise MeowError(f"meowd did not answer within {self.timeout:.0f} s") from None
+        except (BrokenPipeError, ConnectionResetError):
+            raise MeowError("meowd closed the connection") from None
+
+def start_daemon(paths: Paths, timeout: float = START_TIMEOUT) -> None:
+    """Start meowd in the background and wait until it answers."""
+    import subprocess  # only needed here; keeps the common path light
+
+    paths.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    log_path = paths.daemon_log
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "meowd"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True, close_fds=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            Connection(paths, timeout=2).connect().close()
+            return
+        except NotRunning:
+            pass
+        if proc.poll() is not None:
+            # Lost a race with another starter? Then that daemon answers shortly.
+            try:
+                Connection(paths, timeout=2).connect().close()
+                return
+            except NotRunning:
+                pass
+            tail = _tail(log_path)
+            raise MeowError(f"meowd exited with status {proc.returncode} while starting: {tail}")
+        time.sleep(0.01)
+    raise MeowError(f"meowd did not start within {timeout:.0f} s; see {log_path}")
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return lines[-1] if lines else "(empty log)"
+
+
+def open_connection(
+    autostart: bool = False, timeout: float | None = 60.0, cls: type[Connection] = Connection
+) -> Connection:
+    paths = resolve_paths()
+    client = cls(paths, timeout)
+    try:
+        return client.connect()
+    except NotRunning:
+        if not autostart:
+            raise
+    start_daemon(paths)
+    return client.connect()
+

@@ -1,0 +1,86 @@
+"""Golden output of the CLI renderers. Regenerate with UPDATE_GOLDEN=1 after a deliberate change."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from meowcli import render
+
+GOLDEN = Path(__file__).parent / "golden"
+T0 = 1_795_000_000.0
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def check(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text + "\n")
+    assert text + "\n" == path.read_text()
+
+
+def task(id, name, status, **kw):
+    base = dict(id=id, name=name, fullname=name, command="python train.py", cwd="/work",
+                env_hash="h", priority=0, min_devices=1, requires_memory_per_device=20000,
+                status=status, devices=[], reserved_mib=[], exit_code=None, reason=None,
+                created_at=T0 + id, started_at=None, ended_at=None, attempts=0)
+    base.update(kw)
+    return base
+
+
+TASKS = [
+    task(1, "train", "running", devices=[0, 1], min_devices=2, started_at=T0 + 10, priority=2),
+    task(2, "eval", "waiting", requires_memory_per_device=0.5),
+    task(3, "prep", "done", min_devices=0, exit_code=0, started_at=T0 + 3, ended_at=T0 + 3725),
+    task(4, "sweep-lr", "failed", devices=[1], exit_code=3, started_at=T0 + 4, ended_at=T0 + 70),
+]
+
+
+def test_list():
+    check("list.txt", render.render_tasks(TASKS, now=T0 + 100))
+
+
+def test_list_empty():
+    assert render.render_tasks([], now=T0) == "no tasks"
+
+
+def test_devices():
+    result = {"backend": "fake", "hint": None, "devices": [
+        {"index": 0, "name": "Fake GPU 80GiB", "total_mib": 81920, "used_by_meow_mib": 30000,
+         "used_by_others_mib": 1000, "reserved_mib": 10000, "free_mib": 40920,
+         "utilization": None, "tasks": ["train"]},
+        {"index": 1, "name": "Fake GPU 80GiB", "total_mib": 81920, "used_by_meow_mib": 0,
+         "used_by_others_mib": 0, "reserved_mib": 0, "free_mib": 81920, "utilization": 7,
+         "tasks": []},
+    ]}
+    check("devices.txt", render.render_devices(result))
+
+
+def test_bulk():
+    result = {"success": ["a", "b"], "no_op": ["c: not running (done)"],
+              "failure": [["zz", "no such task"]]}
+    out, err = render.render_bulk("kill", result)
+    check("bulk.txt", out + "\n--- stderr\n" + err)
+
+
+def test_show():
+    detail = {**TASKS[3], "task_home": "/state/tasks/4", "env_keys": ["HOME", "PATH"], "pid": None,
+              "attempt_list": [{"n": 1, "devices": [1], "exit_code": 3, "started_at": T0 + 4,
+                                "stdout": "/state/tasks/4/attempt-1.stdout.log",
+                                "stderr": "/state/tasks/4/attempt-1.stderr.log"}],
+              "reason": "exit code 3"}
+    check("show.txt", render.render_show(detail, now=T0 + 100))
+
+
+def test_collapse_progress():
+    assert render.collapse_progress("a\n 10%|#  | 1/10\r 50%|### | 5/10\r100%|####| 10/10\nb") \
+        == "a\n100%|####| 10/10\nb"

@@ -1,0 +1,133 @@
+"""Garbage, oversized and wrongly typed frames get error replies; the daemon carries on.
+Connections from another uid are refused."""
+
+import os
+import random
+import socket
+import stat
+
+import msgpack
+import pytest
+
+from meowd.core.framing import HEADER, FrameDecoder, decode_payload, encode_frame
+from meowd.core.protocol import PROTOCOL_VERSION
+from tests.conftest import MeowEnv
+
+
+def raw(env: MeowEnv) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(str(env.paths.socket))
+    return s
+
+
+def replies(s: socket.socket, n: int) -> list[dict]:
+    decoder, out = FrameDecoder(), []
+    while len(out) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        out += [decode_payload(f) for f in decoder.feed(chunk)]
+    return out
+
+
+def ping_ok(env: MeowEnv) -> bool:
+    with env.client() as c:
+        return c.ping()["pid"] > 0
+
+
+def test_zero_bytes_are_answered_and_the_daemon_survives(meow_env: MeowEnv):
+    s = raw(meow_env)
+    s.sendall(b"\x00" * 8192)
+    got = replies(s, 64)
+    assert got and all(r["ok"] is False and r["error"]["code"] == "protocol" for r in got)
+    assert ping_ok(meow_env)
+
+
+def test_oversized_frame_is_refused(meow_env: MeowEnv):
+    s = raw(meow_env)
+    s.sendall(HEADER.pack(1 << 31))
+    (reply,) = replies(s, 1)
+    assert reply["error"]["code"] == "frame_too_large"
+    assert s.recv(10) == b""  # connection closed: the stream cannot resync
+    assert ping_ok(meow_env)
+
+
+@pytest.mark.parametrize("message", [
+    {"v": PROTOCOL_VERSION, "op": "unknown"},
+    {"v": 99, "op": "ping"},
+    {"v": PROTOCOL_VERSION, "op": "create", "args": {"tasks": "no", "cwd": "/"}},
+    {"v": PROTOCOL_VERSION, "op": "create", "args": {"tasks": [{"command": ["x"]}], "cwd": "/"}},
+    {"v": PROTOCOL_VERSION, "op": "kill", "args": {"target": None, "regex": "yes"}},
+    {"v": PROTOCOL_VERSION, "op": "show", "args": {"target": "nope"}},
+    {"v": PROTOCOL_VERSION, "op": "remove", "args": {"target": "[", "regex": True}},
+])
+def test_bad_messages_get_errors_on_a_live_connection(meow_env: MeowEnv, message):
+    s = raw(meow_env)
+    s.sendall(encode_frame(message) + encode_frame({"v": PROTOCOL_VERSION, "op": "ping"}))
+    bad, good = replies(s, 2)
+    assert bad["ok"] is False and bad["error"]["message"]
+    assert good["ok"] is True
+
+
+def test_random_garbage_from_many_connections(meow_env: MeowEnv):
+    rng = random.Random(1234)
+    for _ in range(50):
+        s = raw(meow_env)
+        junk = bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 2048)))
+        if rng.random() < 0.5:  # a valid header around junk
+            junk = HEADER.pack(len(junk)) + junk
+        try:
+            s.sendall(junk)
+        except OSError:
+            pass
+        s.close()
+    wrong_types = msgpack.packb([1, 2, 3])
+    s = raw(meow_env)
+    s.sendall(HEADER.pack(len(wrong_types)) + wrong_types)
+    assert replies(s, 1)[0]["error"]["code"] == "protocol"
+    assert ping_ok(meow_env)
+
+
+def test_socket_and_state_are_private(meow_env: MeowEnv):
+    assert stat.S_IMODE(os.stat(meow_env.paths.socket).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(meow_env.paths.state).st_mode) == 0o700
+
+
+def _connect_as_nobody(path: str) -> str:
+    """Fork, drop to uid nobody, connect and report what happened."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: no exec, so no need for nobody to read the venv
+        result = "?"
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(5)
+            s.connect(path)
+            s.sendall(encode_frame({"v": PROTOCOL_VERSION, "op": "list"}))
+            reply = replies(s, 1)
+            result = reply[0]["error"]["code"] if reply and not reply[0]["ok"] else "served"
+        except PermissionError:
+            result = "EACCES"
+        except Exception as exc:
+            result = type(exc).__name__
+        os.write(write_end, result.encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end) as f:
+        return f.read()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another uid")
+def test_other_uid_is_refused(meow_env: MeowEnv):
+    path = str(meow_env.paths.socket)
+    assert _connect_as_nobody(path) == "EACCES"  # 0600 socket: the kernel refuses
+    # Even if someone loosens the permissions, the peer-credential check refuses.
+    os.chmod(meow_env.paths.state, 0o755)
+    os.chmod(path, 0o666)
+    assert _connect_as_nobody(path) == "permission_denied"
+    assert ping_ok(meow_env)
