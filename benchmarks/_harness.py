@@ -44,8 +44,3 @@ def daemon(fake_gpus: str = "4x80GiB"):
             proc.kill()
         proc.wait(30)
         shutil.rmtree(home, ignore_errors=True)
-
-
-def median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    return xs[len(xs) // 2]

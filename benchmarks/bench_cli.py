@@ -7,8 +7,9 @@ import statistics
 import subprocess
 import sys
 import time
+from statistics import median
 
-from _harness import BIN, Client, daemon, median
+from _harness import BIN, Client, daemon
 
 RUNS = 40
 

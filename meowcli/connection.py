@@ -27,6 +27,7 @@ class Connection:
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._decoder = FrameDecoder()
+        self._frames: list[bytes] = []
 
     # -- connection ----------------------------------------------------------------------
     def connect(self) -> Connection:
@@ -76,18 +77,12 @@ class Connection:
 
     def receive(self) -> object:
         assert self._sock is not None
-        while True:
-            frames = self._decoder.feed(b"")
-            if frames:
-                break
+        while not self._frames:
             chunk = self._sock.recv(1 << 20)
             if not chunk:
                 raise MeowError("meowd closed the connection")
-            frames = self._decoder.feed(chunk)
-            if frames:
-                break
-        # One request is in flight at a time, so one frame answers it.
-        message = decode_payload(frames[0])
+            self._frames += self._decoder.feed(chunk)
+        message = decode_payload(self._frames.pop(0))
         if message.get("ok"):
             return message.get("result")
         error = message.get("error") or {}
@@ -103,6 +98,15 @@ class Connection:
         except (BrokenPipeError, ConnectionResetError):
             raise MeowError("meowd closed the connection") from None
 
+
+def _answers(paths: Paths) -> bool:
+    try:
+        Connection(paths, timeout=2).connect().close()
+    except NotRunning:
+        return False
+    return True
+
+
 def start_daemon(paths: Paths, timeout: float = START_TIMEOUT) -> None:
     """Start meowd in the background and wait until it answers."""
     import subprocess  # only needed here; keeps the common path light
@@ -117,18 +121,12 @@ def start_daemon(paths: Paths, timeout: float = START_TIMEOUT) -> None:
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            Connection(paths, timeout=2).connect().close()
+        if _answers(paths):
             return
-        except NotRunning:
-            pass
         if proc.poll() is not None:
             # Lost a race with another starter? Then that daemon answers shortly.
-            try:
-                Connection(paths, timeout=2).connect().close()
+            if _answers(paths):
                 return
-            except NotRunning:
-                pass
             tail = _tail(log_path)
             raise MeowError(f"meowd exited with status {proc.returncode} while starting: {tail}")
         time.sleep(0.01)
@@ -155,4 +153,3 @@ def open_connection(
             raise
     start_daemon(paths)
     return client.connect()
-

@@ -130,9 +130,7 @@ class Controller:
             self.waiting.pop(task.id, None)
         self.store.update_task(task, str(status), reason)
         if status not in ACTIVE:
-            for future in self._waiters.pop(task.id, []):
-                if not future.done():
-                    future.set_result(None)
+            self._release_waiters(task.id)
 
     def _finish(self, task: Task, status: TaskStatus, code: int | None, reason: str | None) -> None:
         with self.store.transaction():
@@ -178,7 +176,11 @@ class Controller:
         self.by_name.pop(task.fullname, None)
         self.waiting.pop(task.id, None)
         self.store.delete_tasks([task.id])
-        for future in self._waiters.pop(task.id, []):
+        self._release_waiters(task.id)
+
+    def _release_waiters(self, task_id: int) -> None:
+        """Answer every `meow wait`/`watch` on this task: it left waiting/running or is gone."""
+        for future in self._waiters.pop(task_id, []):
             if not future.done():
                 future.set_result(None)
 

@@ -17,7 +17,6 @@ from meowd.core.framing import PROTOCOL_VERSION
 from meowd.core.models import validate_name
 from meowd.core.units import MemoryRequest, validate_memory_request
 
-__all__ = ["PROTOCOL_VERSION"]
 MAX_TASKS_PER_CREATE = 100_000
 
 
