@@ -22,12 +22,67 @@ class Settings:
     """Seconds between device polls (NVML has no change events for memory)."""
     kill_grace: float = 10.0
     """Seconds between SIGTERM and SIGKILL when the daemon stops tasks itself."""
+    visible_devices: list[int] | None = None
+    """GPU indices meow may use (None: all). Others are left to other users."""
+    starvation_guard: bool = True
+    """Hold GPUs for the first task that keeps being overtaken, so it cannot starve."""
+    reserve_after: float = 0.0
+    """Seconds a blocked task waits before GPUs are held for it."""
+    placement: str = "spread"
+    """spread (fewest tasks per GPU, then tightest fit), pack (tightest fit), first (by index)."""
+    head_of_line: bool = False
+    """Cattino's strict order: nothing starts past a task that does not fit."""
+    cascade_cancel_on_failure: bool = False
+    """Cancel every successor of a failed task (otherwise they wait, blocked)."""
+    override_exist_tasks: str = "forbid"
+    """A new task whose fullname exists: forbid, rename (name_1, name_2...), allow (replace)."""
+    shutdown_on_complete: bool = False
+    """Exit the daemon once no task is waiting or running."""
+    max_attempts: int = 10
+    """How often exit code 100 (`cattino.exit_and_retry()`) may requeue one task."""
+
+
+_CHOICES = {
+    "placement": ("spread", "pack", "first"),
+    "override_exist_tasks": ("forbid", "rename", "allow"),
+}
+
+
+def check_setting(key: str, value: Any) -> Any:
+    """A validated value for one setting, or BadRequest saying what is expected."""
+    known = {f.name: f for f in fields(Settings)}
+    if key not in known:
+        raise BadRequest(f"unknown setting {key!r} (known: {', '.join(known)})")
+    default = getattr(Settings(), key)
+    if key == "visible_devices":
+        if value is not None and not (
+            isinstance(value, list)
+            and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value)
+        ):
+            raise BadRequest("visible_devices must be a list of GPU indices, e.g. [0, 1]")
+        return value
+    if key == "fake_gpus":
+        if value is not None and not isinstance(value, str):
+            raise BadRequest("fake_gpus must be a string such as 4x80GiB")
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise BadRequest(f"{key} must be true or false")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise BadRequest(f"{key} must be a whole number >= 0")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise BadRequest(f"{key} must be a number >= 0")
+        value = float(value)
+    elif isinstance(default, str) and (not isinstance(value, str) or value not in _CHOICES[key]):
+        raise BadRequest(f"{key} must be one of: {', '.join(_CHOICES[key])}")
+    return value
 
 
 def load_settings(paths: Paths, environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     settings = Settings()
-    known = {f.name: f for f in fields(Settings)}
     for path in paths.config_files:
         if not path.is_file():
             continue
@@ -36,9 +91,10 @@ def load_settings(paths: Paths, environ: Mapping[str, str] | None = None) -> Set
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise BadRequest(f"cannot read config {path}: {exc}") from None
         for key, value in data.items():
-            if key not in known:
-                raise BadRequest(f"{path}: unknown setting {key!r} (known: {', '.join(known)})")
-            setattr(settings, key, value)
+            try:
+                setattr(settings, key, check_setting(key, value))
+            except BadRequest as exc:
+                raise BadRequest(f"{path}: {exc.message}") from None
         break
     if env.get("MEOW_FAKE_GPUS"):
         settings.fake_gpus = env["MEOW_FAKE_GPUS"]

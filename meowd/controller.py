@@ -21,13 +21,30 @@ from typing import Any
 
 from meowd.config import Settings
 from meowd.core.errors import BadRequest, Conflict, NotFound, Refused
-from meowd.core.models import ACTIVE, Task, TaskStatus
+from meowd.core.models import ACTIVE, RETRY_EXIT_CODE, Task, TaskStatus
 from meowd.core.paths import Paths
 from meowd.core.protocol import BulkResult, CreateRequest, Selector
-from meowd.core.scheduler import Candidate, DeviceView, Usage, account, can_ever_fit, place
+from meowd.core.scheduler import (
+    Candidate,
+    DeviceView,
+    Hold,
+    Policy,
+    Usage,
+    WaitQueue,
+    account,
+    can_ever_fit,
+    place,
+)
 from meowd.core.units import format_mib
 from meowd.devices import NO_GPU_HINT, DeviceBackend, DeviceInfo
-from meowd.executors.local import Exit, LocalExecutor, find_wrapper, read_exit_file
+from meowd.executors.local import (
+    Exit,
+    LocalExecutor,
+    find_wrapper,
+    process_create_time,
+    read_exit_file,
+)
+from meowd.executors.tree import TreeSample, TreeTracker
 from meowd.store import Attempt, Store
 
 log = logging.getLogger("meowd.controller")
@@ -39,7 +56,7 @@ class _Running:
     """Runtime-only facts about a running task (never persisted)."""
 
     attempt: Attempt
-    intent: str | None = None  # "kill" | "cancel" | "remove": what the user asked for
+    intent: str | None = None  # "kill" | "cancel" | "remove" | "enforce": why we stop it
     escalation: asyncio.TimerHandle | None = None
 
 
@@ -66,7 +83,12 @@ class Controller:
         self.tasks: dict[int, Task] = {}
         self.by_name: dict[str, int] = {}
         self.waiting: dict[int, Task] = {}
+        """Every waiting task; `queue` holds those of them whose predecessors are done."""
+        self.queue = WaitQueue()
+        self.successors: dict[int, set[int]] = {}
+        self.hold: Hold | None = None
         self.running: dict[int, _Running] = {}
+        self.tree = TreeTracker()
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
         self._snapshot = _Snapshot()
         self._wake = asyncio.Event()
@@ -82,8 +104,54 @@ class Controller:
     def _index(self, task: Task) -> None:
         self.tasks[task.id] = task
         self.by_name[task.fullname] = task.id
+        for dep in task.depends_on:
+            self.successors.setdefault(dep, set()).add(task.id)
         if task.status is TaskStatus.WAITING:
             self.waiting[task.id] = task
+            self._sync_queue(task)
+
+    # -- dependencies --------------------------------------------------------------------
+    def _blocker(self, task: Task) -> Task | None:
+        """The first predecessor that is not done yet (removed ones count as done)."""
+        for dep in task.depends_on:
+            pred = self.tasks.get(dep)
+            if pred is not None and pred.status is not TaskStatus.DONE:
+                return pred
+        return None
+
+    def _sync_queue(self, task: Task) -> None:
+        """Put a waiting task in the placement queue once nothing it depends on is pending."""
+        if task.status is not TaskStatus.WAITING:
+            self.queue.discard(task.id)
+            return
+        blocker = self._blocker(task)
+        if blocker is None:
+            if task.reason and task.reason.startswith(("waiting for", "blocked:")):
+                task.reason = None
+            self.queue.add(Candidate(task.id, task.priority, task.created_at, task.min_devices,
+                                     task.requires_memory_per_device))
+            return
+        self.queue.discard(task.id)
+        if blocker.status in ACTIVE:
+            task.reason = f"waiting for {blocker.fullname}"
+        else:
+            task.reason = f"blocked: {blocker.fullname} {blocker.status}"
+
+    def _predecessor_ended(self, task: Task) -> None:
+        """Re-check the successors of a task that left waiting/running."""
+        for succ_id in sorted(self.successors.get(task.id, ())):
+            succ = self.tasks.get(succ_id)
+            if succ is None or succ.status is not TaskStatus.WAITING:
+                continue
+            if (task.status in {TaskStatus.FAILED, TaskStatus.KILLED, TaskStatus.LOST}
+                    and self.settings.cascade_cancel_on_failure):
+                self._set_status(succ, TaskStatus.CANCELLED,
+                                 f"cancelled: {task.fullname} {task.status}")
+                continue
+            before = succ.reason
+            self._sync_queue(succ)
+            if succ.reason != before:
+                self.store.update_task(succ)
 
     def _restore(self) -> None:
         """Load every task; re-adopt running ones, record those that ended meanwhile."""
@@ -128,9 +196,12 @@ class Controller:
             self.waiting[task.id] = task
         else:
             self.waiting.pop(task.id, None)
+        self._sync_queue(task)
         self.store.update_task(task, str(status), reason)
         if status not in ACTIVE:
             self._release_waiters(task.id)
+        if status is not TaskStatus.RUNNING:
+            self._predecessor_ended(task)
 
     def _finish(self, task: Task, status: TaskStatus, code: int | None, reason: str | None) -> None:
         with self.store.transaction():
@@ -161,12 +232,25 @@ class Controller:
             self._finish(task, TaskStatus.KILLED, code, "killed by the user")
         elif run.intent == "cancel":
             self._finish(task, TaskStatus.CANCELLED, code, "cancelled while running")
+        elif run.intent == "enforce":
+            self._finish(task, TaskStatus.FAILED, code, task.warning or "over its GPU memory")
+        elif code == RETRY_EXIT_CODE and task.attempts < self.settings.max_attempts:
+            self._finish(task, TaskStatus.WAITING, code,
+                         f"requeued: exit code {RETRY_EXIT_CODE} (attempt {task.attempts} of "
+                         f"at most {self.settings.max_attempts})")
+        elif code == RETRY_EXIT_CODE:
+            self._finish(task, TaskStatus.FAILED, code,
+                         f"exit code {RETRY_EXIT_CODE} again after {task.attempts} attempts "
+                         "(max_attempts); not requeued")
         elif code == 0:
             self._finish(task, TaskStatus.DONE, 0, None)
         elif code is None:
             self._finish(task, TaskStatus.LOST, None, _vanished(run.attempt.pid))
         else:
             self._finish(task, TaskStatus.FAILED, code, f"exit code {code}")
+        if run.intent is not None:
+            self._kill_leftovers(task_id)
+        self.tree.forget(task_id)
         log.info("task %d %s ended: %s (exit %s)", task.id, task.fullname, task.status, code)
         self._wake.set()
         self._poll_now.set()
@@ -175,8 +259,15 @@ class Controller:
         self.tasks.pop(task.id, None)
         self.by_name.pop(task.fullname, None)
         self.waiting.pop(task.id, None)
+        self.queue.discard(task.id)
         self.store.delete_tasks([task.id])
         self._release_waiters(task.id)
+        for succ_id in self.successors.pop(task.id, ()):
+            succ = self.tasks.get(succ_id)
+            if succ is not None:
+                self._sync_queue(succ)
+        for dep in task.depends_on:
+            self.successors.get(dep, set()).discard(task.id)
 
     def _release_waiters(self, task_id: int) -> None:
         """Answer every `meow wait`/`watch` on this task: it left waiting/running or is gone."""
@@ -191,46 +282,99 @@ class Controller:
             if not name.isdigit() and name not in self.by_name and name not in taken:
                 return name
 
-    def create(self, request: CreateRequest) -> list[dict[str, Any]]:
-        totals = [d.total_mib for d in self._snapshot.devices]
-        taken: set[str] = set()
+    def _usable_totals(self) -> list[int]:
+        visible = self.settings.visible_devices
+        return [d.total_mib for d in self._snapshot.devices
+                if visible is None or d.index in visible]
+
+    def _check_fits(self, spec: Any) -> None:
+        if spec.min_devices == 0:
+            return
+        if self.backend is None:
+            raise Refused(NO_GPU_HINT)
+        totals = self._usable_totals()
+        if not can_ever_fit(spec.min_devices, spec.requires_memory_per_device, totals):
+            largest = format_mib(max(totals)) if totals else "0"
+            raise Refused(
+                f"task needs {spec.min_devices} GPU(s) with "
+                f"{format_mib(spec.requires_memory_per_device)} each, but meow may use "
+                f"{len(totals)} GPU(s) of at most {largest} here"
+            )
+
+    def _fullnames(self, request: CreateRequest) -> tuple[list[str], list[Task]]:
+        """Each new task's fullname under `override_exist_tasks`, and the tasks it replaces."""
+        policy = self.settings.override_exist_tasks
+        in_request: set[str] = set()
+        explicit = {(s.group + "/" if s.group else "") + s.name
+                    for s in request.tasks if s.name is not None}
+        names: list[str] = []
+        replaced: list[Task] = []
         for spec in request.tasks:
-            if spec.name is not None:
-                if spec.name in self.by_name:
-                    existing = self.tasks[self.by_name[spec.name]]
-                    raise Conflict(
-                        f"a task named {spec.name!r} exists (id {existing.id}, "
-                        f"{existing.status}); remove it or choose another name with -n"
-                    )
-                if spec.name in taken:
-                    raise Conflict(f"the name {spec.name!r} is given twice in this request")
-                taken.add(spec.name)
-            if spec.min_devices > 0:
-                if self.backend is None:
-                    raise Refused(NO_GPU_HINT)
-                if not can_ever_fit(spec.min_devices, spec.requires_memory_per_device, totals):
-                    largest = format_mib(max(totals)) if totals else "0"
-                    raise Refused(
-                        f"task needs {spec.min_devices} GPU(s) with "
-                        f"{format_mib(spec.requires_memory_per_device)} each, but this machine "
-                        f"has {len(totals)} GPU(s) of at most {largest}"
-                    )
+            prefix = spec.group + "/" if spec.group else ""
+            if spec.name is None:
+                while True:
+                    name = prefix + self._unique_name(in_request)
+                    if name not in explicit and name not in in_request:
+                        break
+            else:
+                name = prefix + spec.name
+                if name in in_request:
+                    raise Conflict(f"the name {name!r} is given twice in this request")
+                if name in self.by_name:
+                    existing = self.tasks[self.by_name[name]]
+                    if policy == "rename":
+                        stem, n = name, 1
+                        while f"{stem}_{n}" in self.by_name or f"{stem}_{n}" in in_request:
+                            n += 1
+                        name = f"{stem}_{n}"
+                    elif policy == "allow":
+                        replaced.append(existing)
+                    else:
+                        raise Conflict(
+                            f"a task named {name!r} exists (id {existing.id}, {existing.status});"
+                            " remove it, choose another name with -n, or `meow set "
+                            "override_exist_tasks rename`"
+                        )
+            in_request.add(name)
+            names.append(name)
+        return names, replaced
+
+    def create(self, request: CreateRequest) -> list[dict[str, Any]]:
+        for spec in request.tasks:
+            self._check_fits(spec)
+        names, replaced = self._fullnames(request)
         now = time.time()
         new: list[Task] = []
+        for spec, fullname in zip(request.tasks, names, strict=True):
+            depends_on = []
+            for dep in spec.after:
+                if isinstance(dep, int):
+                    depends_on.append(self._next_id + dep)
+                elif dep in self.by_name:
+                    depends_on.append(self.by_name[dep])
+                else:
+                    raise NotFound(f"after: no task {dep!r}")
+            new.append(Task(
+                id=self._next_id + len(new), name=fullname.rpartition("/")[2],
+                fullname=fullname, command=spec.command, cwd=request.cwd, env_hash="",
+                priority=spec.priority, min_devices=spec.min_devices,
+                requires_memory_per_device=spec.requires_memory_per_device, created_at=now,
+                depends_on=depends_on, enforce_memory=spec.enforce_memory,
+            ))
         with self.store.transaction():
+            for old in replaced:
+                if old.id in self.running:
+                    self._terminate(old, "remove", signal.SIGKILL)
+                    self.by_name.pop(old.fullname, None)
+                    old.fullname = f"{old.fullname}~{old.id}"  # frees the UNIQUE fullname
+                    self.store.update_task(old, "replaced")
+                else:
+                    self._remove(old)
             digest = self.store.put_env(request.env)
-            for spec in request.tasks:
-                name = spec.name or self._unique_name(taken)
-                taken.add(name)
-                task = Task(
-                    id=self._next_id, name=name, fullname=name, command=spec.command,
-                    cwd=request.cwd, env_hash=digest, priority=spec.priority,
-                    min_devices=spec.min_devices,
-                    requires_memory_per_device=spec.requires_memory_per_device, created_at=now,
-                )
-                self._next_id += 1
-                new.append(task)
+            for task in new:
+                task.env_hash = digest
             self.store.insert_tasks(new)
+        self._next_id += len(new)
         for task in new:
             self._index(task)
         self._wake.set()
@@ -287,11 +431,36 @@ class Controller:
     def _terminate(self, task: Task, intent: str, sig: int) -> None:
         run = self.running[task.id]
         run.intent = intent
-        self.executor.signal(task.id, sig)
+        self._signal_tree(task.id, sig)
         if sig != signal.SIGKILL and run.escalation is None:
             run.escalation = asyncio.get_running_loop().call_later(
-                self.settings.kill_grace, self.executor.signal, task.id, signal.SIGKILL
+                self.settings.kill_grace, self._signal_tree, task.id, signal.SIGKILL
             )
+
+    def _signal_tree(self, task_id: int, sig: int) -> None:
+        """The task's process group, and every tracked descendant that left the group
+        (a new session, a double fork): `meow kill` leaves nothing behind."""
+        self.executor.signal(task_id, sig)
+        run = self.running.get(task_id)
+        if run is None or run.attempt.pid is None:
+            return
+        group = run.attempt.pid
+        self.tree.sample({task_id: group}, prune=False)  # catch processes forked just now
+        for pid, started in self.tree.known(task_id).items():
+            try:
+                if os.getpgid(pid) != group and process_create_time(pid) == started:
+                    os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                continue
+
+    def _kill_leftovers(self, task_id: int) -> None:
+        """After a stopped task's wrapper exited: SIGKILL descendants that outlived it."""
+        for pid, started in self.tree.known(task_id).items():
+            try:
+                if process_create_time(pid, live_only=True) == started:
+                    os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                continue
 
     def kill(self, selector: Selector, force: bool) -> BulkResult:
         def act(task: Task) -> bool | str:
@@ -358,25 +527,71 @@ class Controller:
 
     # -- devices -------------------------------------------------------------------------
     async def poll_devices(self) -> None:
-        if self.backend is None:
-            return
-        devices = await asyncio.to_thread(self.backend.snapshot)
-        sessions = {run.attempt.pid: task_id for task_id, run in self.running.items()}
+        """Read the GPUs and every running task's process tree; attribute GPU memory to
+        tasks through their trees (children, grandchildren, re-parented workers)."""
+        roots = {task_id: run.attempt.pid for task_id, run in self.running.items()
+                 if run.attempt.pid is not None}
+        backend = self.backend
+
+        def read() -> tuple[list[DeviceInfo], dict[int, TreeSample]]:
+            # Trees first: a GPU process started between the two reads is then in them.
+            trees = self.tree.sample(roots)
+            return (backend.snapshot() if backend else []), trees
+
+        devices, trees = await asyncio.to_thread(read)
         usage: dict[int, dict[int, int]] = {}
         for device in devices:
             per_task: dict[int, int] = {}
             for proc in device.processes:
-                try:
-                    owner = sessions.get(os.getsid(proc.pid))
-                except OSError:
-                    owner = None
+                owner = self.tree.owner_of(proc.pid)
                 if owner is not None:
                     per_task[owner] = per_task.get(owner, 0) + proc.used_mib
             usage[device.index] = per_task
         changed = devices != self._snapshot.devices
         self._snapshot = _Snapshot(devices, usage)
+        self._record_usage(trees, usage)
         if changed:
             self._wake.set()
+
+    def _record_usage(self, trees: dict[int, TreeSample],
+                      usage: dict[int, dict[int, int]]) -> None:
+        """Live and peak usage per running task; warn (or stop) a task over its memory."""
+        dirty: list[Task] = []
+        for task_id, sample in trees.items():
+            task = self.tasks.get(task_id)
+            if task is None or task_id not in self.running:
+                continue
+            u = task.usage
+            peaks = (u.rss_peak_mib, dict(u.gpu_peak_mib))
+            u.rss_mib, u.cpu_seconds = sample.rss_mib, max(u.cpu_seconds, sample.cpu_seconds)
+            u.rss_peak_mib = max(u.rss_peak_mib, sample.rss_mib)
+            u.gpu_mib = {i: per[task_id] for i, per in usage.items() if task_id in per}
+            for index, mib in u.gpu_mib.items():
+                u.gpu_peak_mib[index] = max(u.gpu_peak_mib.get(index, 0), mib)
+            if (u.rss_peak_mib, u.gpu_peak_mib) != peaks:
+                dirty.append(task)
+            over = self._over_memory(task)
+            if over and task.warning != over:
+                task.warning = over
+                self.store.event(task.id, "over_memory", over)
+                dirty.append(task)
+                log.warning("task %d %s: %s", task.id, task.fullname, over)
+                if task.enforce_memory and self.running[task_id].intent is None:
+                    task.warning = over + "; stopped (--enforce-memory)"
+                    self._terminate(task, "enforce", signal.SIGTERM)
+        if dirty:
+            with self.store.transaction():
+                for task in dirty:
+                    self.store.update_task(task)
+
+    @staticmethod
+    def _over_memory(task: Task) -> str | None:
+        for index, reserved in zip(task.devices, task.reserved_mib, strict=False):
+            used = task.usage.gpu_mib.get(index, 0)
+            if reserved and used > reserved:
+                return (f"uses {format_mib(used)} on GPU {index}, over the "
+                        f"{format_mib(reserved)} it asked for")
+        return None
 
     def accounting(self) -> list[Usage]:
         result = []
@@ -409,17 +624,27 @@ class Controller:
         }
 
     # -- scheduling ----------------------------------------------------------------------
+    def policy(self) -> Policy:
+        s = self.settings
+        return Policy(starvation_guard=s.starvation_guard, reserve_after=s.reserve_after,
+                      fit=s.placement, head_of_line=s.head_of_line)  # type: ignore[arg-type]
+
     def schedule(self) -> int:
         """One placement pass; returns how many tasks were started."""
-        if not self.waiting:
+        if not self.queue:
+            self.hold = None
             return 0
-        views = [DeviceView(u.index, u.total, u.free, len(u.task_ids)) for u in self.accounting()]
+        views = [DeviceView(u.index, u.total, u.free, len(u.task_ids), u.used_by_others)
+                 for u in self.accounting()]
         cpu_busy = sum(1 for i in self.running if self.tasks[i].min_devices == 0)
-        candidates = [
-            Candidate(t.id, t.priority, t.created_at, t.min_devices, t.requires_memory_per_device)
-            for t in self.waiting.values()
-        ]
-        placements = place(candidates, views, self.settings.cpu_slots - cpu_busy)
+        visible = self.settings.visible_devices
+        plan = place(self.queue, views, self.settings.cpu_slots - cpu_busy, self.policy(),
+                     now=time.time(), visible=None if visible is None else frozenset(visible))
+        if plan.hold != self.hold and plan.hold is not None:
+            held = self.tasks[plan.hold.task_id]
+            log.info("holding GPUs %s for task %d %s", plan.hold.devices, held.id, held.fullname)
+        self.hold = plan.hold
+        placements = plan.placements
         if not placements:
             return 0
         started: list[tuple[Task, Attempt]] = []

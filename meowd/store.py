@@ -20,9 +20,9 @@ from typing import Any
 
 import msgpack
 
-from meowd.core.models import Task, TaskStatus
+from meowd.core.models import Task, TaskStatus, TaskUsage
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value ANY) STRICT;
@@ -45,7 +45,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     created_at REAL NOT NULL,
     started_at REAL,
     ended_at REAL,
-    attempts INTEGER NOT NULL
+    attempts INTEGER NOT NULL,
+    depends_on TEXT NOT NULL DEFAULT '[]',   -- JSON list of task ids
+    enforce_memory INTEGER NOT NULL DEFAULT 0,
+    warning TEXT,
+    usage TEXT NOT NULL DEFAULT '{}'         -- JSON TaskUsage
 ) STRICT;
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status);
 CREATE TABLE IF NOT EXISTS attempts (
@@ -97,30 +101,53 @@ def env_hash(env: dict[str, str]) -> tuple[str, bytes]:
     return hashlib.sha256(data).hexdigest(), data
 
 
-_TASK_COLUMNS = (
-    "id, name, fullname, command, cwd, env_hash, priority, min_devices, memory, status, "
-    "devices, reserved_mib, exit_code, reason, created_at, started_at, ended_at, attempts"
-)
+# Columns added after schema 1, with the statement that adds each to an older database.
+_MIGRATIONS = {
+    2: [
+        "ALTER TABLE tasks ADD COLUMN depends_on TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE tasks ADD COLUMN enforce_memory INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tasks ADD COLUMN warning TEXT",
+        "ALTER TABLE tasks ADD COLUMN usage TEXT NOT NULL DEFAULT '{}'",
+    ],
+}
 
 
-def _task_row(t: Task) -> tuple[Any, ...]:
-    return (
-        t.id, t.name, t.fullname, t.command, t.cwd, t.env_hash, t.priority, t.min_devices,
-        t.requires_memory_per_device, str(t.status), json.dumps(t.devices),
-        json.dumps(t.reserved_mib), t.exit_code, t.reason, t.created_at, t.started_at,
-        t.ended_at, t.attempts,
-    )
+def _task_row(t: Task) -> dict[str, Any]:
+    """Column name -> value. The only place that knows how a Task maps to its row."""
+    return {
+        "id": t.id, "name": t.name, "fullname": t.fullname, "command": t.command, "cwd": t.cwd,
+        "env_hash": t.env_hash, "priority": t.priority, "min_devices": t.min_devices,
+        "memory": t.requires_memory_per_device, "status": str(t.status),
+        "devices": json.dumps(t.devices), "reserved_mib": json.dumps(t.reserved_mib),
+        "exit_code": t.exit_code, "reason": t.reason, "created_at": t.created_at,
+        "started_at": t.started_at, "ended_at": t.ended_at, "attempts": t.attempts,
+        "depends_on": json.dumps(t.depends_on), "enforce_memory": int(t.enforce_memory),
+        "warning": t.warning, "usage": json.dumps(t.usage.to_wire()),
+    }
+
+
+_TASK_COLUMNS = tuple(_task_row(Task(0, "", "", "", "", "")))
+_SELECT_TASKS = f"SELECT {', '.join(_TASK_COLUMNS)} FROM tasks"
+_INSERT_TASK = (f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) "
+                f"VALUES ({', '.join(':' + c for c in _TASK_COLUMNS)})")
+# Identity and origin never change after creation.
+_UPDATE_TASK = "UPDATE tasks SET " + ", ".join(
+    f"{c} = :{c}" for c in _TASK_COLUMNS if c not in {"id", "command", "cwd", "env_hash",
+                                                       "created_at"}
+) + " WHERE id = :id"
 
 
 def _task_from_row(row: tuple[Any, ...]) -> Task:
-    (id_, name, fullname, command, cwd, env_h, priority, min_devices, memory, status, devices,
-     reserved, exit_code, reason, created_at, started_at, ended_at, attempts) = row
+    r = dict(zip(_TASK_COLUMNS, row, strict=True))
     return Task(
-        id=id_, name=name, fullname=fullname, command=command, cwd=cwd, env_hash=env_h,
-        priority=priority, min_devices=min_devices, requires_memory_per_device=memory,
-        status=TaskStatus(status), devices=json.loads(devices), reserved_mib=json.loads(reserved),
-        exit_code=exit_code, reason=reason, created_at=created_at, started_at=started_at,
-        ended_at=ended_at, attempts=attempts,
+        id=r["id"], name=r["name"], fullname=r["fullname"], command=r["command"], cwd=r["cwd"],
+        env_hash=r["env_hash"], priority=r["priority"], min_devices=r["min_devices"],
+        requires_memory_per_device=r["memory"], status=TaskStatus(r["status"]),
+        devices=json.loads(r["devices"]), reserved_mib=json.loads(r["reserved_mib"]),
+        exit_code=r["exit_code"], reason=r["reason"], created_at=r["created_at"],
+        started_at=r["started_at"], ended_at=r["ended_at"], attempts=r["attempts"],
+        depends_on=json.loads(r["depends_on"]), enforce_memory=bool(r["enforce_memory"]),
+        warning=r["warning"], usage=TaskUsage.from_wire(json.loads(r["usage"])),
     )
 
 
@@ -135,16 +162,21 @@ class Store:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._in_tx = False
         with self.transaction():
+            fresh = self._db.execute(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'meta'").fetchone()[0] == 0
+            version = None if fresh else self._meta("schema_version")
+            if version is not None and version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{path}: schema version {version} is newer than this meowd "
+                    f"({SCHEMA_VERSION}); upgrade meow"
+                )
+            for new_version in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[new_version + 1]:
+                    self._db.execute(statement)
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
-            version = self._meta("schema_version")
-            if version is None:
-                self._set_meta("schema_version", SCHEMA_VERSION)
-            elif version != SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{path}: schema version {version}, this meowd knows {SCHEMA_VERSION}"
-                )
+            self._set_meta("schema_version", SCHEMA_VERSION)
         self._envs: dict[str, dict[str, str]] = {}
 
     @contextmanager
@@ -174,7 +206,7 @@ class Store:
 
     # -- tasks ---------------------------------------------------------------------------
     def load_tasks(self) -> list[Task]:
-        rows = self._db.execute(f"SELECT {_TASK_COLUMNS} FROM tasks ORDER BY id").fetchall()
+        rows = self._db.execute(f"{_SELECT_TASKS} ORDER BY id").fetchall()
         return [_task_from_row(row) for row in rows]
 
     def next_task_id(self) -> int:
@@ -185,10 +217,7 @@ class Store:
 
     def insert_tasks(self, tasks: list[Task]) -> None:
         with self.transaction():
-            self._db.executemany(
-                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({', '.join('?' * 18)})",
-                [_task_row(t) for t in tasks],
-            )
+            self._db.executemany(_INSERT_TASK, [_task_row(t) for t in tasks])
             if tasks:
                 self._set_meta("next_task_id", tasks[-1].id + 1)
             now = time.time()
@@ -199,13 +228,7 @@ class Store:
 
     def update_task(self, task: Task, event: str | None = None, detail: str | None = None) -> None:
         with self.transaction():
-            row = _task_row(task)
-            self._db.execute(
-                "UPDATE tasks SET name=?, fullname=?, priority=?, min_devices=?, memory=?, "
-                "status=?, devices=?, reserved_mib=?, exit_code=?, reason=?, started_at=?, "
-                "ended_at=?, attempts=? WHERE id=?",
-                (*row[1:3], *row[6:13], row[13], row[15], row[16], row[17], task.id),
-            )
+            self._db.execute(_UPDATE_TASK, _task_row(task))
             if event:
                 self.event(task.id, event, detail)
 

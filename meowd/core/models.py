@@ -81,6 +81,30 @@ def validate_name(name: object) -> str:
 
 
 @dataclass
+class TaskUsage:
+    """What a task's process tree uses, sampled by the daemon (MiB, seconds)."""
+
+    gpu_mib: dict[int, int] = field(default_factory=dict)
+    """GPU index -> memory its processes hold now."""
+    gpu_peak_mib: dict[int, int] = field(default_factory=dict)
+    rss_mib: int = 0
+    rss_peak_mib: int = 0
+    cpu_seconds: float = 0.0
+
+    def to_wire(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> TaskUsage:
+        return cls(
+            gpu_mib={int(k): v for k, v in data.get("gpu_mib", {}).items()},
+            gpu_peak_mib={int(k): v for k, v in data.get("gpu_peak_mib", {}).items()},
+            rss_mib=data.get("rss_mib", 0), rss_peak_mib=data.get("rss_peak_mib", 0),
+            cpu_seconds=data.get("cpu_seconds", 0.0),
+        )
+
+
+@dataclass
 class Task:
     """One queued command and what became of it. Plain data: no I/O, no process handles."""
 
@@ -103,6 +127,13 @@ class Task:
     started_at: float | None = None
     ended_at: float | None = None
     attempts: int = 0
+    depends_on: list[int] = field(default_factory=list)
+    """Ids of the tasks that must be done before this one may start."""
+    enforce_memory: bool = False
+    """Kill the task when it uses more GPU memory than it asked for."""
+    warning: str | None = None
+    """Something the user should know about a task that still runs (e.g. over its memory)."""
+    usage: TaskUsage = field(default_factory=TaskUsage)
 
     def transition(self, new: TaskStatus, reason: str | None = None) -> None:
         check_transition(self.status, new)
@@ -113,3 +144,9 @@ class Task:
         data = asdict(self)
         data["status"] = str(self.status)
         return data
+
+    @property
+    def group(self) -> str | None:
+        """`a/b` for the task `a/b/c`; None outside groups."""
+        head, _, _ = self.fullname.rpartition("/")
+        return head or None

@@ -53,6 +53,12 @@ class TaskSpec:
     priority: int = 0
     min_devices: int = 1
     requires_memory_per_device: MemoryRequest = 0
+    group: str | None = None
+    """`a/b`: the task's fullname is `a/b/<name>`."""
+    after: tuple[int | str, ...] = ()
+    """Predecessors: an index of an earlier task in the same request, or the fullname
+    of an existing task. Earlier-only indices make every request's graph acyclic."""
+    enforce_memory: bool = False
 
     @classmethod
     def from_wire(cls, raw: Any) -> TaskSpec:
@@ -73,7 +79,16 @@ class TaskSpec:
         if not -(2**31) <= priority < 2**31:
             raise BadRequest("priority out of range")
         memory = validate_memory_request(raw.get("requires_memory_per_device", 0))
-        return cls(command, name, priority, min_devices, memory)
+        group = _get(raw, "group", str, None)
+        if group is not None:
+            for part in group.split("/"):
+                validate_name(part)
+        after = _get(raw, "after", list, [])
+        for dep in after:
+            if isinstance(dep, bool) or not isinstance(dep, int | str):
+                raise BadRequest("after must list task indices or fullnames")
+        enforce = _get(raw, "enforce_memory", bool, False)
+        return cls(command, name, priority, min_devices, memory, group, tuple(after), enforce)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -82,6 +97,9 @@ class TaskSpec:
             "priority": self.priority,
             "min_devices": self.min_devices,
             "requires_memory_per_device": self.requires_memory_per_device,
+            "group": self.group,
+            "after": list(self.after),
+            "enforce_memory": self.enforce_memory,
         }
 
 
@@ -119,7 +137,14 @@ class CreateRequest(Request):
         if not cwd.startswith("/"):
             raise BadRequest("cwd must be an absolute path")
         env = _str_map(_get(args, "env", dict, {}), "env")
-        return cls(tuple(TaskSpec.from_wire(t) for t in raw_tasks), cwd, env)
+        tasks = tuple(TaskSpec.from_wire(t) for t in raw_tasks)
+        for n, spec in enumerate(tasks):
+            for dep in spec.after:
+                if isinstance(dep, int) and not 0 <= dep < n:
+                    raise BadRequest(
+                        f"task {n}: after={dep} must name an earlier task of this request"
+                    )
+        return cls(tasks, cwd, env)
 
     def to_args(self) -> dict[str, Any]:
         return {"tasks": [t.to_wire() for t in self.tasks], "cwd": self.cwd, "env": self.env}

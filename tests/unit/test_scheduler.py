@@ -2,13 +2,22 @@
 
 import pytest
 
-from meowd.core.scheduler import Candidate, DeviceView, account, can_ever_fit, place
+from meowd.core.scheduler import (
+    Candidate,
+    DeviceView,
+    Hold,
+    Policy,
+    WaitQueue,
+    account,
+    can_ever_fit,
+    place,
+)
 
 GiB = 1024
 
 
-def dev(index, free, total=24 * GiB, tasks=0):
-    return DeviceView(index, total, free, tasks)
+def dev(index, free, total=24 * GiB, tasks=0, others=0):
+    return DeviceView(index, total, free, tasks, others)
 
 
 def cand(task_id, gpus=1, mem=0, prio=0, created=None):
@@ -27,7 +36,7 @@ CASES = [
      [dev(0, 24 * GiB), dev(1, 24 * GiB)], 4, {1: (0,), 2: (1,)}),
     ("no head-of-line blocking: big head skipped, small one behind it starts",
      [cand(1, 2, 20000), cand(2, 1, 4000)], [dev(0, 24 * GiB), dev(1, 10 * GiB)], 4,
-     {2: (0,)}),
+     {2: (1,)}),
     ("priority before age",
      [cand(1, 1, 20000), cand(2, 1, 20000, prio=5)], [dev(0, 24 * GiB)], 4, {2: (0,)}),
     ("older first at equal priority",
@@ -41,8 +50,18 @@ CASES = [
      {1: (1,)}),
     ("prefers the GPU with fewer meow tasks",
      [cand(1, 1, 1000)], [dev(0, 20 * GiB, tasks=1), dev(1, 10 * GiB, tasks=0)], 4, {1: (1,)}),
-    ("then the GPU with more free memory",
-     [cand(1, 1, 1000)], [dev(0, 10 * GiB), dev(1, 20 * GiB)], 4, {1: (1,)}),
+    ("then the tightest fit, leaving the larger remainder whole",
+     [cand(1, 1, 1000)], [dev(0, 20 * GiB), dev(1, 10 * GiB)], 4, {1: (1,)}),
+    ("multi-GPU: least fragmented remainder among equally busy GPUs",
+     [cand(1, 2, 25 * GiB)],
+     [dev(i, f * GiB, total=80 * GiB, tasks=1) for i, f in enumerate([30, 60, 40, 70])], 4,
+     {1: (0, 2)}),
+    ("idle GPUs before sharing a card, even if the fit is looser",
+     [cand(1, 1, 10 * GiB)],
+     [dev(0, 12 * GiB, total=80 * GiB, tasks=1), dev(1, 80 * GiB, total=80 * GiB)], 4,
+     {1: (1,)}),
+    ("equal GPUs: lowest index wins",
+     [cand(1, 2, 1000)], [dev(i, 24 * GiB) for i in range(4)], 4, {1: (0, 1)}),
     ("cpu tasks limited by slots",
      [cand(1, 0), cand(2, 0), cand(3, 0)], [], 2, {1: (), 2: ()}),
     ("zero memory still needs a GPU",
@@ -53,12 +72,12 @@ CASES = [
 @pytest.mark.parametrize(("candidates", "devices", "slots", "expected"),
                          [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_place(candidates, devices, slots, expected):
-    placements = place(candidates, devices, slots)
-    assert {p.task_id: p.devices for p in placements} == expected
+    plan = place(candidates, devices, slots, Policy(starvation_guard=False))
+    assert {p.task_id: p.devices for p in plan.placements} == expected
 
 
 def test_reservations_follow_ratio():
-    (p,) = place([cand(1, 1, 0.25)], [dev(0, 80 * GiB, total=80 * GiB)], 0)
+    (p,) = place([cand(1, 1, 0.25)], [dev(0, 80 * GiB, total=80 * GiB)], 0).placements
     assert p.reserved_mib == (20 * GiB,)
 
 
@@ -90,3 +109,105 @@ def test_accounting_task_over_its_reservation_never_frees_memory():
     u = account(0, 24576, nvml_used_mib=20000, task_usage={1: 20000},
                 task_reservations={1: 10000})
     assert u.free == 4576
+
+
+def started(plan):
+    return {p.task_id: p.devices for p in plan.placements}
+
+
+# (description, policy, candidates, devices, now, expected placements, expected hold)
+GUARD_CASES = [
+    ("the blocked 2-GPU task holds the two GPUs closest to free; small tasks backfill "
+     "only on the others",
+     Policy(), [cand(1, 2, 20 * GiB), cand(2, 1, 6 * GiB), cand(3, 1, 6 * GiB)],
+     [dev(0, 10 * GiB, tasks=1), dev(1, 12 * GiB, tasks=1), dev(2, 8 * GiB, tasks=1)], 100.0,
+     {2: (2,)}, Hold(1, (0, 1))),
+    ("a small task still backfills on a held GPU where it leaves the held task's share",
+     Policy(), [cand(1, 2, 20 * GiB), cand(2, 1, 2 * GiB)],
+     [dev(0, 23 * GiB, tasks=1), dev(1, 10 * GiB, tasks=1)], 100.0,
+     {2: (0,)}, Hold(1, (0, 1))),
+    ("without the guard the small tasks overtake it on every GPU",
+     Policy(starvation_guard=False), [cand(1, 2, 20 * GiB), cand(2, 1, 6 * GiB),
+                                      cand(3, 1, 6 * GiB)],
+     [dev(0, 10 * GiB, tasks=1), dev(1, 12 * GiB, tasks=1), dev(2, 8 * GiB, tasks=1)], 100.0,
+     {2: (2,), 3: (0,)}, None),
+    ("no hold before reserve_after has passed",
+     Policy(reserve_after=600), [cand(1, 2, 20 * GiB, created=0), cand(2, 1, 4 * GiB)],
+     [dev(0, 10 * GiB, tasks=1), dev(1, 12 * GiB, tasks=1)], 100.0,
+     {2: (0,)}, None),
+    ("no hold on GPUs whose memory is taken by processes outside meow",
+     Policy(), [cand(1, 1, 20 * GiB), cand(2, 1, 4 * GiB)],
+     [dev(0, 10 * GiB, others=14 * GiB)], 100.0,
+     {2: (0,)}, None),
+    ("only one task holds GPUs at a time",
+     Policy(), [cand(1, 1, 20 * GiB), cand(2, 1, 20 * GiB, prio=-1), cand(3, 1, 4 * GiB)],
+     [dev(0, 10 * GiB, tasks=1), dev(1, 5 * GiB, tasks=1)], 100.0,
+     {3: (1,)}, Hold(1, (0,))),
+    ("a higher priority task that fits starts before the hold is decided",
+     Policy(), [cand(1, 2, 20 * GiB), cand(2, 1, 4 * GiB, prio=9)],
+     [dev(0, 10 * GiB, tasks=1), dev(1, 12 * GiB, tasks=1)], 100.0,
+     {2: (0,)}, Hold(1, (0, 1))),
+    ("Cattino's head-of-line: nothing passes the blocked head",
+     Policy(starvation_guard=False, head_of_line=True),
+     [cand(1, 2, 20 * GiB), cand(2, 1, 4 * GiB)],
+     [dev(0, 10 * GiB, tasks=1), dev(1, 12 * GiB, tasks=1)], 100.0, {}, None),
+    ("pack puts the tightest fit before idle GPUs",
+     Policy(fit="pack"), [cand(1, 1, 10 * GiB)],
+     [dev(0, 12 * GiB, total=80 * GiB, tasks=1), dev(1, 80 * GiB, total=80 * GiB)], 0.0,
+     {1: (0,)}, None),
+    ("first-fit takes the lowest indices",
+     Policy(fit="first"), [cand(1, 1, 1 * GiB)], [dev(0, 2 * GiB, tasks=3), dev(1, 24 * GiB)],
+     0.0, {1: (0,)}, None),
+]
+
+
+@pytest.mark.parametrize(("policy", "candidates", "devices", "now", "expected", "hold"),
+                         [c[1:] for c in GUARD_CASES], ids=[c[0] for c in GUARD_CASES])
+def test_starvation_guard_and_policies(policy, candidates, devices, now, expected, hold):
+    plan = place(candidates, devices, 4, policy, now=now)
+    assert started(plan) == expected
+    assert plan.hold == hold
+
+
+def test_the_held_task_starts_once_its_gpus_drain():
+    queue = WaitQueue([cand(1, 2, 20 * GiB), cand(2, 1, 6 * GiB)])
+    busy = [dev(0, 10 * GiB, tasks=1), dev(1, 12 * GiB, tasks=1)]
+    plan = place(queue, busy, 4, now=100)
+    assert started(plan) == {} and plan.hold == Hold(1, (0, 1))
+    drained = [dev(0, 24 * GiB), dev(1, 24 * GiB)]
+    plan = place(queue, drained, 4, now=200)
+    assert started(plan) == {1: (0, 1)} and plan.hold.task_id == 2
+
+
+@pytest.mark.parametrize("visible", [frozenset({1, 3}), frozenset({3})])
+def test_visible_devices_restrict_placement(visible):
+    devices = [dev(i, 24 * GiB) for i in range(4)]
+    plan = place([cand(1, 1, 20 * GiB), cand(2, 1, 20 * GiB)], devices, 4, visible=visible)
+    used = {i for p in plan.placements for i in p.devices}
+    assert used and used <= visible
+    assert len(plan.placements) == len(visible)
+
+
+def test_ratio_request_resolves_per_device_in_a_mixed_box():
+    devices = [dev(0, 40 * GiB, total=80 * GiB), dev(1, 20 * GiB, total=24 * GiB)]
+    plan = place([cand(1, 2, 0.5)], devices, 4)
+    assert plan.placements[0].reserved_mib == (40 * GiB, 12 * GiB)
+
+
+def test_wait_queue_keeps_queue_order_per_shape():
+    queue = WaitQueue()
+    for c in [cand(3, 1, 100), cand(1, 1, 100), cand(2, 2, 100), cand(4, 1, 100, prio=5)]:
+        queue.add(c)
+    assert [c.task_id for c in queue] == [4, 1, 2, 3]
+    assert queue.discard(1) and not queue.discard(1)
+    queue.add(cand(4, 1, 100, prio=-5))  # re-adding replaces (a priority change)
+    assert [c.task_id for c in queue] == [2, 3, 4]
+    assert len(queue) == 3 and 2 in queue and 1 not in queue
+
+
+def test_a_shape_that_failed_once_is_not_scanned_again():
+    # 10,000 waiting tasks of one shape that cannot fit: the pass looks at one of them.
+    queue = WaitQueue(cand(i, 1, 30 * GiB) for i in range(1, 10_001))
+    queue.add(cand(20_000, 1, 1 * GiB))
+    plan = place(queue, [dev(0, 24 * GiB)], 4, Policy(starvation_guard=False))
+    assert started(plan) == {20_000: (0,)}
