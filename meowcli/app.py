@@ -92,6 +92,9 @@ def create(
         "-c", "--min-devices", help="GPUs the task needs; 0 runs it without a GPU.")] = 1,
     cwd: Annotated[str | None, typer.Option(
         "--cwd", help="Working directory (default: the current one).")] = None,
+    enforce_memory: Annotated[bool, typer.Option(
+        "--enforce-memory", help="Stop the task (failed) if it uses more GPU memory than -M. "
+        "Without it, meow only warns.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Queue a command. The daemon starts in the background if it is not running.
@@ -102,7 +105,7 @@ def create(
     code = do_create(CreateArgs(
         input=input, args=list(args or []), task_name=task_name, priority=priority,
         requires_memory_per_device=_memory(requires_memory_per_device),
-        min_devices=min_devices, cwd=cwd, json=as_json,
+        min_devices=min_devices, cwd=cwd, json=as_json, enforce_memory=enforce_memory,
     ))
     raise typer.Exit(code)
 

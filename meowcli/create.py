@@ -21,7 +21,7 @@ class CreateArgs:
     def __init__(
         self, input: str, args: list[str] | None = None, task_name: str | None = None,
         priority: int = 0, requires_memory_per_device: MemoryRequest = 0, min_devices: int = 1,
-        cwd: str | None = None, json: bool = False,
+        cwd: str | None = None, json: bool = False, enforce_memory: bool = False,
     ) -> None:
         self.input = input
         self.args = args or []
@@ -31,6 +31,7 @@ class CreateArgs:
         self.min_devices = min_devices
         self.cwd = cwd
         self.json = json
+        self.enforce_memory = enforce_memory
 
 
 def create_message(args: CreateArgs, cwd: str, env: dict[str, str]) -> dict[str, object]:
@@ -40,6 +41,7 @@ def create_message(args: CreateArgs, cwd: str, env: dict[str, str]) -> dict[str,
         "command": build_command(args.input, args.args), "name": args.task_name,
         "priority": args.priority, "min_devices": args.min_devices,
         "requires_memory_per_device": args.requires_memory_per_device,
+        "enforce_memory": args.enforce_memory,
     }
     return {"v": PROTOCOL_VERSION, "op": "create",
             "args": {"tasks": [task], "cwd": cwd, "env": env}}
@@ -60,7 +62,7 @@ def fast_parse(argv: list[str]) -> CreateArgs | None:
     values: dict[str, str] = {}
     positional: list[str] = []
     extra: list[str] = []
-    as_json = False
+    as_json = enforce = False
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -69,6 +71,8 @@ def fast_parse(argv: list[str]) -> CreateArgs | None:
             break
         if arg == "--json":
             as_json = True
+        elif arg == "--enforce-memory":
+            enforce = True
         elif arg in _VALUE_OPTS:
             if i + 1 >= len(argv):
                 return None
@@ -88,7 +92,7 @@ def fast_parse(argv: list[str]) -> CreateArgs | None:
             requires_memory_per_device=parse_memory_request(
                 values.get("requires_memory_per_device", "0")),
             min_devices=int(values.get("min_devices", 1)),
-            cwd=values.get("cwd"), json=as_json,
+            cwd=values.get("cwd"), json=as_json, enforce_memory=enforce,
         )
     except (ValueError, BadRequest):
         return None

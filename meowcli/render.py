@@ -52,11 +52,24 @@ def render_tasks(tasks: list[dict[str, Any]], now: float) -> str:
         rows.append([
             str(t["id"]), t["fullname"], t["status"], str(t["priority"]), gpus or "-",
             format_mib(t["requires_memory_per_device"]) if t["min_devices"] else "-",
-            "-" if t["exit_code"] is None else str(t["exit_code"]),
-            format_time(t["created_at"]), runtime,
+            _peak_gpu(t), "-" if t["exit_code"] is None else str(t["exit_code"]),
+            format_time(t["created_at"]), runtime, _note(t),
         ])
-    return _table(["ID", "NAME", "STATUS", "PRI", "GPUS", "MEM/GPU", "EXIT", "CREATED", "RUNTIME"],
-                  rows)
+    return _table(["ID", "NAME", "STATUS", "PRI", "GPUS", "MEM/GPU", "PEAK", "EXIT", "CREATED",
+                   "RUNTIME", "NOTE"], rows)
+
+
+def _peak_gpu(task: dict[str, Any]) -> str:
+    """The most GPU memory the task held on any one of its GPUs."""
+    peaks = (task.get("usage") or {}).get("gpu_peak_mib") or {}
+    return format_mib(max(peaks.values())) if peaks else "-"
+
+
+def _note(task: dict[str, Any], width: int = 48) -> str:
+    note = task.get("warning") or (task["reason"] if task["status"] == "waiting" else "") or ""
+    if task["status"] == "waiting" and task.get("held_for"):
+        note = note or "GPUs held for it"
+    return note if len(note) <= width else note[: width - 3] + "..."
 
 
 def render_devices(result: dict[str, Any]) -> str:
@@ -107,6 +120,13 @@ def render_show(task: dict[str, Any], now: float) -> str:
         f"  started     {format_time(task['started_at'])}",
         f"  ended       {format_time(task['ended_at'])}",
         f"  pid         {task.get('pid') or '-'}",
+        "  reserved    " + (", ".join(
+            f"GPU {i}: {format_mib(m)}" for i, m in zip(task["devices"], task["reserved_mib"],
+                                                        strict=False)) or "-"),
+        *_usage_lines(task),
+        *([f"  depends on  {', '.join(task['depends_on_names'])}"]
+          if task.get("depends_on_names") else []),
+        *([f"  warning     {task['warning']}"] if task.get("warning") else []),
         f"  task home   {task['task_home']}",
         f"  env keys    {len(task['env_keys'])} ({', '.join(task['env_keys'][:8])}"
         + (", ..." if len(task["env_keys"]) > 8 else "") + ")",
@@ -119,7 +139,25 @@ def render_show(task: dict[str, Any], now: float) -> str:
         )
         lines.append(f"    stdout    {a['stdout']}")
         lines.append(f"    stderr    {a['stderr']}")
+        if a.get("reason"):
+            lines.append(f"    ended     {a['reason']}")
     return "\n".join(lines)
+
+
+def _usage_lines(task: dict[str, Any]) -> list[str]:
+    u = task.get("usage") or {}
+    gpu = u.get("gpu_mib") or {}
+    peak = u.get("gpu_peak_mib") or {}
+    lines = []
+    if gpu or peak:
+        lines.append("  gpu memory  " + ", ".join(
+            f"GPU {i}: {format_mib(gpu.get(i, 0))} now, peak {format_mib(p)}"
+            for i, p in sorted(peak.items(), key=lambda kv: int(kv[0]))))
+    if u.get("rss_peak_mib") or u.get("cpu_seconds"):
+        lines.append(f"  host        RSS {format_mib(u.get('rss_mib', 0))} now, peak "
+                     f"{format_mib(u.get('rss_peak_mib', 0))}; CPU "
+                     f"{u.get('cpu_seconds', 0.0):.1f} s")
+    return lines
 
 
 def collapse_progress(text: str) -> str:

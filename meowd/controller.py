@@ -445,7 +445,8 @@ class Controller:
         if run is None or run.attempt.pid is None:
             return
         group = run.attempt.pid
-        self.tree.sample({task_id: group}, prune=False)  # catch processes forked just now
+        home = str(self.task_home(self.tasks[task_id]))
+        self.tree.sample({task_id: group}, {home: task_id}, prune=False)  # forked just now
         for pid, started in self.tree.known(task_id).items():
             try:
                 if os.getpgid(pid) != group and process_create_time(pid) == started:
@@ -515,6 +516,11 @@ class Controller:
             "task_home": str(self.task_home(task)),
             "env_keys": sorted(self.store.get_env(task.env_hash)),
             "pid": run.attempt.pid if run else None,
+            "depends_on_names": [self.tasks[d].fullname for d in task.depends_on
+                                 if d in self.tasks],
+            "held_for": self.hold is not None and self.hold.task_id == task.id,
+            "hold_devices": list(self.hold.devices) if self.hold and
+            self.hold.task_id == task.id else [],
             "attempt_list": [a.to_wire() for a in attempts],
             "events": [
                 {"ts": ts, "kind": kind, "detail": detail}
@@ -531,11 +537,12 @@ class Controller:
         tasks through their trees (children, grandchildren, re-parented workers)."""
         roots = {task_id: run.attempt.pid for task_id, run in self.running.items()
                  if run.attempt.pid is not None}
+        homes = {str(self.task_home(self.tasks[task_id])): task_id for task_id in roots}
         backend = self.backend
 
         def read() -> tuple[list[DeviceInfo], dict[int, TreeSample]]:
             # Trees first: a GPU process started between the two reads is then in them.
-            trees = self.tree.sample(roots)
+            trees = self.tree.sample(roots, homes)
             return (backend.snapshot() if backend else []), trees
 
         devices, trees = await asyncio.to_thread(read)

@@ -40,7 +40,8 @@ async def create(c: Controller, r: CreateRequest) -> list[dict[str, Any]]:
 
 
 async def list_(c: Controller, r: ListRequest) -> list[dict[str, Any]]:
-    return [t.to_wire() for t in c.tasks.values()]
+    held = c.hold.task_id if c.hold else None
+    return [{**t.to_wire(), "held_for": t.id == held} for t in c.tasks.values()]
 
 
 async def show(c: Controller, r: ShowRequest) -> dict[str, Any]:

@@ -92,7 +92,13 @@ class TaskUsage:
     cpu_seconds: float = 0.0
 
     def to_wire(self) -> dict[str, Any]:
-        return asdict(self)
+        """GPU indices become string keys: msgpack and JSON readers both accept those."""
+        return {
+            "gpu_mib": {str(k): v for k, v in self.gpu_mib.items()},
+            "gpu_peak_mib": {str(k): v for k, v in self.gpu_peak_mib.items()},
+            "rss_mib": self.rss_mib, "rss_peak_mib": self.rss_peak_mib,
+            "cpu_seconds": round(self.cpu_seconds, 3),
+        }
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> TaskUsage:
@@ -143,6 +149,7 @@ class Task:
     def to_wire(self) -> dict[str, Any]:
         data = asdict(self)
         data["status"] = str(self.status)
+        data["usage"] = self.usage.to_wire()
         return data
 
     @property

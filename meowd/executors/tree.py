@@ -3,8 +3,10 @@
 A task is its wrapper process and every descendant. Descendants are *tracked*: a pid
 seen once in a task's tree stays the task's (checked by start time, so a reused pid is
 never mistaken) even after it re-parents itself away, e.g. a worker that calls setsid()
-and double-forks. That set serves three purposes: GPU memory attribution (NVML reports
-bare pids), resource usage (RSS, CPU time) and clean kills.
+and double-forks. A process that escaped before any sample saw it is still found: each
+new process outside every tree is checked once for the MEOW_TASK_HOME it inherited.
+That set serves three purposes: GPU memory attribution (NVML reports bare pids),
+resource usage (RSS, CPU time) and clean kills.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class TreeTracker:
     def __init__(self) -> None:
         self._known: dict[int, dict[int, float]] = {}
         self._owner: dict[int, int] = {}
+        self._homes: dict[tuple[int, float], str | None] = {}
+        """(pid, start time) -> the MEOW_TASK_HOME in its environment, read once."""
 
     def forget(self, task_id: int) -> None:
         self._known.pop(task_id, None)
@@ -38,7 +42,8 @@ class TreeTracker:
     def known(self, task_id: int) -> dict[int, float]:
         return dict(self._known.get(task_id, {}))
 
-    def sample(self, roots: dict[int, int], prune: bool = True) -> dict[int, TreeSample]:
+    def sample(self, roots: dict[int, int], homes: dict[str, int] | None = None,
+               prune: bool = True) -> dict[int, TreeSample]:
         """roots: task id -> wrapper pid. One pass over the process table for all tasks.
         With `prune`, tasks not in `roots` are forgotten (they ended).
 
@@ -52,11 +57,13 @@ class TreeTracker:
                 continue
             started[proc.pid] = info["create_time"]
             children.setdefault(info.get("ppid") or 0, []).append(proc.pid)
+        escaped = self._escaped(started, homes or {}, roots)
         samples: dict[int, TreeSample] = {}
         known_now = {} if prune else dict(self._known)
         for task_id, root in roots.items():
             known = self._known.get(task_id, {})
-            stack = [root] + [pid for pid, t in known.items() if started.get(pid) == t]
+            stack = [root, *escaped.get(task_id, ())]
+            stack += [pid for pid, t in known.items() if started.get(pid) == t]
             tree: dict[int, float] = {}
             while stack:
                 pid = stack.pop()
@@ -69,6 +76,28 @@ class TreeTracker:
         self._known = known_now
         self._owner = {pid: task_id for task_id, pids in known_now.items() for pid in pids}
         return samples
+
+    def _escaped(self, started: dict[int, float], homes: dict[str, int],
+                 roots: dict[int, int]) -> dict[int, list[int]]:
+        """Processes carrying a running task's MEOW_TASK_HOME that no tree holds."""
+        in_trees = {pid for pids in self._known.values() for pid in pids}
+        found: dict[int, list[int]] = {}
+        seen: dict[tuple[int, float], str | None] = {}
+        for pid, t in started.items():
+            key = (pid, t)
+            home = self._homes.get(key, "?")
+            if home == "?":
+                home = None
+                if homes and pid not in in_trees and pid not in roots.values():
+                    try:
+                        home = psutil.Process(pid).environ().get("MEOW_TASK_HOME")
+                    except (psutil.Error, OSError):
+                        home = None
+            seen[key] = home
+            if home is not None and home in homes:
+                found.setdefault(homes[home], []).append(pid)
+        self._homes = seen
+        return found
 
     def owner_of(self, pid: int) -> int | None:
         """The task whose tree held this pid at the last sample."""

@@ -38,8 +38,11 @@ def task(id, name, status, **kw):
 
 
 TASKS = [
-    task(1, "train", "running", devices=[0, 1], min_devices=2, started_at=T0 + 10, priority=2),
-    task(2, "eval", "waiting", requires_memory_per_device=0.5),
+    task(1, "train", "running", devices=[0, 1], min_devices=2, started_at=T0 + 10, priority=2,
+         usage={"gpu_mib": {"0": 18000, "1": 17000}, "gpu_peak_mib": {"0": 21000, "1": 17500},
+                "rss_mib": 900, "rss_peak_mib": 1200, "cpu_seconds": 88.5},
+         warning="uses 21000MiB on GPU 0, over the 20000MiB it asked for"),
+    task(2, "eval", "waiting", requires_memory_per_device=0.5, reason="waiting for train"),
     task(3, "prep", "done", min_devices=0, exit_code=0, started_at=T0 + 3, ended_at=T0 + 3725),
     task(4, "sweep-lr", "failed", devices=[1], exit_code=3, started_at=T0 + 4, ended_at=T0 + 70),
 ]
@@ -77,7 +80,9 @@ def test_show():
               "attempt_list": [{"n": 1, "devices": [1], "exit_code": 3, "started_at": T0 + 4,
                                 "stdout": "/state/tasks/4/attempt-1.stdout.log",
                                 "stderr": "/state/tasks/4/attempt-1.stderr.log"}],
-              "reason": "exit code 3"}
+              "reason": "exit code 3", "depends_on_names": ["prep"],
+              "usage": {"gpu_mib": {}, "gpu_peak_mib": {"1": 4096}, "rss_mib": 0,
+                        "rss_peak_mib": 2048, "cpu_seconds": 12.25}}
     check("show.txt", render.render_show(detail, now=T0 + 100))
 
 

@@ -107,7 +107,10 @@ def _connect_as_nobody(path: str) -> str:
             s = socket.socket(socket.AF_UNIX)
             s.settimeout(5)
             s.connect(path)
-            s.sendall(encode_frame({"v": PROTOCOL_VERSION, "op": "list"}))
+            try:
+                s.sendall(encode_frame({"v": PROTOCOL_VERSION, "op": "list"}))
+            except BrokenPipeError:
+                pass  # refused before we wrote: the refusal is still in our receive buffer
             reply = replies(s, 1)
             result = reply[0]["error"]["code"] if reply and not reply[0]["ok"] else "served"
         except PermissionError:
