@@ -2,7 +2,7 @@
 
 Rules:
 - candidates in queue order: higher priority first, then older, then lower id;
-- a task that does not fit is skipped and never blocks the tasks behind it ...
+- a task that does not fit is skipped and never blocks the tasks behind it...
 - ... yet never starves: the first task in queue order that does not fit (and has waited
   `Policy.reserve_after` seconds) gets GPUs *held* for it. Held GPUs drain: later tasks
   may only use what the held task leaves over there ("backfill where it does not delay
@@ -28,6 +28,8 @@ import heapq
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import compress, islice
+from operator import attrgetter, ge, le, neg, sub
 from typing import Literal
 
 from meowd.core.units import MemoryRequest, resolve_mib
@@ -143,13 +145,72 @@ class WaitQueue:
         return (c for _, c in heapq.merge(*self._shapes.values(), key=lambda e: e[0]))
 
 
-@dataclass
-class _Free:
-    index: int
-    total: int
-    free: int
-    tasks: int
-    others: int
+_FREE = attrgetter("free_mib")
+_TASKS = attrgetter("tasks")
+
+
+class DeviceTable:
+    """Devices by position (index order) with two sorted indexes, so that finding the
+    GPUs for a MiB request costs O(log GPUs), not a scan:
+      `levels`: task count -> sorted [(free, position)]   (the "spread" order)
+      `by_free`: sorted [(free, tasks, position)]         (the "pack" order)
+    A pass works on a `copy()` (list copies in C). A caller with many GPUs (the
+    simulator) keeps one table and `update()`s the devices that changed."""
+
+    __slots__ = ("by_free", "devices", "free", "levels", "positions", "room", "tasks")
+
+    def __init__(self, devices: list[DeviceView]) -> None:
+        self.devices = list(devices)
+        self.free = list(map(_FREE, devices))
+        self.tasks = list(map(_TASKS, devices))
+        self.positions = {d.index: p for p, d in enumerate(devices)}
+        self.room = [d.total_mib - d.others_mib for d in devices]
+        """What meow could ever use on each GPU: its total less others' memory."""
+        self.levels: dict[int, list[tuple[int, int]]] = {}
+        for p, (free, tasks) in enumerate(zip(self.free, self.tasks, strict=True)):
+            self.levels.setdefault(tasks, []).append((free, p))
+        for entries in self.levels.values():
+            entries.sort()
+        self.by_free = sorted(zip(self.free, self.tasks, range(len(devices)), strict=True))
+
+    def _set(self, p: int, free: int, tasks: int) -> None:
+        old_free, old_tasks = self.free[p], self.tasks[p]
+        level = self.levels[old_tasks]
+        del level[bisect_left(level, (old_free, p))]
+        if not level:
+            del self.levels[old_tasks]
+        del self.by_free[bisect_left(self.by_free, (old_free, old_tasks, p))]
+        self.free[p], self.tasks[p] = free, tasks
+        insort(self.levels.setdefault(tasks, []), (free, p))
+        insort(self.by_free, (free, tasks, p))
+
+    def update(self, view: DeviceView) -> None:
+        p = self.positions[view.index]
+        self.devices[p] = view
+        self.room[p] = view.total_mib - view.others_mib
+        self._set(p, view.free_mib, view.tasks)
+
+    def copy(self) -> DeviceTable:
+        new = object.__new__(DeviceTable)
+        new.devices, new.positions, new.room = self.devices, self.positions, self.room
+        new.free, new.tasks, new.by_free = self.free.copy(), self.tasks.copy(), self.by_free.copy()
+        new.levels = {tasks: entries.copy() for tasks, entries in self.levels.items()}
+        return new
+
+    def needs(self, memory: MemoryRequest) -> list[int] | int:
+        """A MiB request is the same everywhere; a ratio resolves per GPU total."""
+        if isinstance(memory, int):
+            return memory
+        return [resolve_mib(memory, d.total_mib) for d in self.devices]
+
+    def take(self, chosen: list[int], needs: list[int] | int, count: bool = True) -> tuple:
+        used = []
+        for p in chosen:
+            need = needs if isinstance(needs, int) else needs[p]
+            # A hold may drive free below zero: nothing else fits there.
+            self._set(p, self.free[p] - need, self.tasks[p] + (1 if count else 0))
+            used.append(need)
+        return tuple(self.devices[p].index for p in chosen), tuple(used)
 
 
 def can_ever_fit(min_devices: int, memory: MemoryRequest, totals: list[int]) -> bool:
@@ -160,46 +221,76 @@ def can_ever_fit(min_devices: int, memory: MemoryRequest, totals: list[int]) -> 
     return fitting >= min_devices
 
 
-def _choose(
-    candidate: Candidate, pool: list[_Free], fit: Fit
-) -> list[tuple[_Free, int]] | None:
-    k, memory = candidate.min_devices, candidate.memory
-    if isinstance(memory, int):
-        fitting = [(d, memory) for d in pool if memory <= d.free]
-    else:
-        fitting = [(d, need) for d in pool if (need := resolve_mib(memory, d.total)) <= d.free]
-    if len(fitting) < k:
+def _choose(candidate: Candidate, pool: DeviceTable, needs: list[int] | int,
+            fit: Fit) -> list[int] | None:
+    """Positions of the GPUs to start the candidate on, or None if it does not fit.
+
+    MiB requests use the table's sorted indexes; ratio requests and first-fit scan with
+    C-level builtins (map, compress, zip, nsmallest on tuples).
+    """
+    k, free, tasks = candidate.min_devices, pool.free, pool.tasks
+    if isinstance(needs, int) and fit == "pack":
+        start = bisect_left(pool.by_free, (needs, -1, -1))
+        best = pool.by_free[start:start + k]
+        return sorted(p for _, _, p in best) if len(best) == k else None
+    if isinstance(needs, int) and fit == "spread":
+        chosen: list[int] = []
+        for level in sorted(pool.levels):
+            entries = pool.levels[level]
+            start = bisect_left(entries, (needs, -1))
+            chosen.extend(p for _, p in entries[start:start + k - len(chosen)])
+            if len(chosen) == k:
+                return sorted(chosen)
         return None
+    if isinstance(needs, int):
+        fits = map(needs.__le__, free)
+        leftover: list[int] = free  # same order as free - need when the need is uniform
+    else:
+        fits = map(ge, free, needs)
+        leftover = list(map(sub, free, needs))
+    positions = range(len(free))
     if fit == "first":
-        chosen = fitting[:k]
-    elif fit == "pack":
-        chosen = heapq.nsmallest(k, fitting, key=lambda p: (p[0].free - p[1], p[0].tasks,
-                                                            p[0].index))
+        chosen = list(islice(compress(positions, fits), k))
+        return chosen if len(chosen) == k else None
+    if fit == "spread":
+        keys = zip(tasks, leftover, positions, strict=True)
     else:
-        chosen = heapq.nsmallest(k, fitting, key=lambda p: (p[0].tasks, p[0].free - p[1],
-                                                            p[0].index))
-    return sorted(chosen, key=lambda p: p[0].index)
-
-
-def _hold(candidate: Candidate, pool: list[_Free]) -> list[tuple[_Free, int]] | None:
-    """The GPUs closest to fitting the task once meow's own tasks there end, if enough
-    could ever fit it (memory held by others is not waited for)."""
-    possible = [
-        (d, need) for d in pool
-        if (need := resolve_mib(candidate.memory, d.total)) <= d.total - d.others
-    ]
-    if len(possible) < candidate.min_devices:
+        keys = zip(leftover, tasks, positions, strict=True)
+    best = heapq.nsmallest(k, compress(keys, fits))
+    if len(best) < k:
         return None
-    chosen = heapq.nsmallest(
-        candidate.min_devices, possible,
-        key=lambda p: (max(0, p[1] - p[0].free), p[0].tasks, p[0].index),
-    )
-    return sorted(chosen, key=lambda p: p[0].index)
+    return sorted(key[2] for key in best)
+
+
+def _hold(candidate: Candidate, pool: DeviceTable, needs: list[int] | int) -> list[int] | None:
+    """The GPUs with the most free memory (so the first to fit once meow's own tasks there
+    end) among those that could ever fit the task: memory held by processes outside
+    meow is not waited for. Ties go to fewer tasks, then the lower index. Chosen afresh
+    each pass: keeping a hold where it first fell measured worse (it can sit behind one
+    long job)."""
+    k = candidate.min_devices
+    room = pool.room
+    if isinstance(needs, int) and min(room) >= needs:
+        # Every GPU could hold it: walk the free-memory index from the top, one group of
+        # equal free memory at a time (each group is in (tasks, position) order).
+        by_free, chosen, end = pool.by_free, [], len(pool.by_free)
+        while end > 0 and len(chosen) < k:
+            start = bisect_left(by_free, (by_free[end - 1][0], -1, -1), 0, end)
+            chosen.extend(p for _, _, p in by_free[start:end][: k - len(chosen)])
+            end = start
+        return sorted(chosen) if len(chosen) == k else None
+    n = len(pool.free)
+    need_list = [needs] * n if isinstance(needs, int) else needs
+    keys = zip(map(neg, pool.free), pool.tasks, range(n), strict=True)
+    best = heapq.nsmallest(k, compress(keys, map(le, need_list, room)))
+    if len(best) < k:
+        return None
+    return sorted(key[2] for key in best)
 
 
 def place(
     queue: WaitQueue | Iterable[Candidate],
-    devices: list[DeviceView],
+    devices: list[DeviceView] | DeviceTable,
     cpu_slots_free: int,
     policy: Policy = Policy(),  # frozen, so one shared default is safe
     now: float = 0.0,
@@ -208,14 +299,17 @@ def place(
     """Choose the tasks to start now, and the GPUs to hold for a starving task.
 
     `visible` restricts meow to those GPU indices (setting `visible_devices`).
+    Devices must come in index order: ties break on position.
     """
     if not isinstance(queue, WaitQueue):
         queue = WaitQueue(queue)
-    pool = [
-        _Free(d.index, d.total_mib, d.free_mib, d.tasks, d.others_mib)
-        for d in devices
-        if visible is None or d.index in visible
-    ]
+    if isinstance(devices, DeviceTable):
+        table = devices
+        if visible is not None:
+            table = DeviceTable([d for d in table.devices if d.index in visible])
+    else:
+        table = DeviceTable([d for d in devices if visible is None or d.index in visible])
+    pool = table.copy()
     plan = Plan()
     buckets = queue.buckets()
     heads = [(bucket[0][0], n, 0) for n, bucket in enumerate(buckets)]
@@ -229,26 +323,19 @@ def place(
                 cpu_slots_free -= 1
                 plan.placements.append(Placement(candidate.task_id, (), ()))
         else:
-            chosen = _choose(candidate, pool, policy.fit)
+            needs = pool.needs(candidate.memory)
+            chosen = _choose(candidate, pool, needs, policy.fit)
             fits = chosen is not None
             if chosen is not None:
-                for device, need in chosen:
-                    device.free -= need
-                    device.tasks += 1
-                plan.placements.append(Placement(
-                    candidate.task_id,
-                    tuple(d.index for d, _ in chosen),
-                    tuple(need for _, need in chosen),
-                ))
+                plan.placements.append(Placement(candidate.task_id, *pool.take(chosen, needs)))
             elif (
                 policy.starvation_guard
                 and plan.hold is None
                 and now - candidate.created_at >= policy.reserve_after
-                and (held := _hold(candidate, pool)) is not None
+                and (held := _hold(candidate, pool, needs)) is not None
             ):
-                for device, need in held:
-                    device.free -= need  # may go negative: nothing else fits there
-                plan.hold = Hold(candidate.task_id, tuple(d.index for d, _ in held))
+                indices, _ = pool.take(held, needs, count=False)
+                plan.hold = Hold(candidate.task_id, indices)
         if fits and i + 1 < len(buckets[n]):
             heapq.heappush(heads, (buckets[n][i + 1][0], n, i + 1))
         elif not fits and policy.head_of_line:

@@ -54,14 +54,42 @@ def _alive(pid: int, create_time: float) -> bool:
 
 
 class FakeBackend:
+    """Holds come from files (the daemon: any process may declare one) or, with no
+    `holds_dir`, from `hold()`/`release()` calls (the simulator, in-process)."""
+
     name = "fake"
 
-    def __init__(self, totals: list[int], holds_dir: Path) -> None:
+    def __init__(self, totals: list[int], holds_dir: Path | None) -> None:
         self.totals = totals
         self.holds_dir = holds_dir
+        self._memory: dict[int, dict[int, int]] = {}
+        """In-process holds: GPU index -> {pid: MiB}."""
+
+    def hold(self, pid: int, gpu: int, mib: int) -> None:
+        self._memory.setdefault(gpu, {})[pid] = mib
+
+    def release(self, pid: int, gpu: int) -> None:
+        self._memory.get(gpu, {}).pop(pid, None)
+
+    def device(self, index: int) -> DeviceInfo:
+        """One GPU as NVML would report it (in-process holds only)."""
+        procs = tuple(GpuProcess(pid, mib) for pid, mib in self._memory.get(index, {}).items())
+        return self._info(index, procs)
+
+    def _info(self, index: int, procs: tuple[GpuProcess, ...]) -> DeviceInfo:
+        total = self.totals[index]
+        return DeviceInfo(
+            index=index, name=f"Fake GPU {total // 1024}GiB", total_mib=total,
+            used_mib=min(total, sum(p.used_mib for p in procs)), utilization=None,
+            processes=procs,
+        )
 
     def _holds(self) -> list[tuple[int, int, int]]:
-        holds: list[tuple[int, int, int]] = []
+        holds: list[tuple[int, int, int]] = [
+            (pid, gpu, mib) for gpu, pids in self._memory.items() for pid, mib in pids.items()
+        ]
+        if self.holds_dir is None:
+            return holds
         try:
             entries = list(os.scandir(self.holds_dir))
         except FileNotFoundError:
@@ -83,17 +111,7 @@ class FakeBackend:
         for pid, gpu, mib in self._holds():
             if 0 <= gpu < len(self.totals):
                 per_device.setdefault(gpu, []).append(GpuProcess(pid, mib))
-        return [
-            DeviceInfo(
-                index=i,
-                name=f"Fake GPU {total // 1024}GiB",
-                total_mib=total,
-                used_mib=min(total, sum(p.used_mib for p in per_device.get(i, ()))),
-                utilization=None,
-                processes=tuple(per_device.get(i, ())),
-            )
-            for i, total in enumerate(self.totals)
-        ]
+        return [self._info(i, tuple(per_device.get(i, ()))) for i in range(len(self.totals))]
 
     def close(self) -> None:
         pass
