@@ -77,19 +77,30 @@ def _memory(value: str) -> int | float:
 @app.command()
 @handle_errors
 def create(
-    input: Annotated[str, typer.Argument(help="The command to run, quoted: \"python train.py\".")],
+    input: Annotated[str, typer.Argument(
+        help="The command to run, quoted (\"python train.py\"), or a task file (task.py) "
+             "that builds tasks with the Cattino API and calls cattino.export().")],
     args: Annotated[list[str] | None, typer.Argument(
         help="Arguments after `--`, appended (shell-quoted) to the command.")] = None,
     task_name: Annotated[str | None, typer.Option(
-        "-n", "--task-name", help="Task name (default: 5 random characters).")] = None,
-    priority: Annotated[int, typer.Option(
-        "-p", "--priority", help="Higher runs first; ties go to the older task.")] = 0,
-    requires_memory_per_device: Annotated[str, typer.Option(
+        "-n", "--task-name", help="Task name (default: 5 random characters). With several "
+        "tasks: NAME_1, NAME_2...")] = None,
+    priority: Annotated[int | None, typer.Option(
+        "-p", "--priority", help="Higher runs first; ties go to the older task. [default: 0, "
+        "or the task file's]")] = None,
+    requires_memory_per_device: Annotated[str | None, typer.Option(
         "-M", "--requires-memory-per-device",
         help="GPU memory per device: MiB (20000, 20GiB) or a ratio in (0,1] of each GPU's "
-             "total. 0: any GPU, nothing reserved.")] = "0",
-    min_devices: Annotated[int, typer.Option(
-        "-c", "--min-devices", help="GPUs the task needs; 0 runs it without a GPU.")] = 1,
+             "total. 0: any GPU, nothing reserved. [default: 0, or the task file's]")] = None,
+    min_devices: Annotated[int | None, typer.Option(
+        "-c", "--min-devices", help="GPUs the task needs; 0 runs it without a GPU. "
+        "[default: 1, or the task file's]")] = None,
+    multirun: Annotated[bool, typer.Option(
+        "-m", "--multirun", help="Expand [a,b] and key=[a,b] arguments after -- into one task "
+        "(or one run of the task file) per combination.")] = False,
+    as_group: Annotated[str | None, typer.Option(
+        "-g", "--as-group", help="Put every created task in this group (fullnames "
+        "GROUP/name).")] = None,
     cwd: Annotated[str | None, typer.Option(
         "--cwd", help="Working directory (default: the current one).")] = None,
     enforce_memory: Annotated[bool, typer.Option(
@@ -97,27 +108,51 @@ def create(
         "Without it, meow only warns.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Queue a command. The daemon starts in the background if it is not running.
+    """Queue a command, or the tasks a Cattino task file exports. The daemon starts in
+    the background if it is not running.
 
-    The task runs in the current directory with this shell's environment, with
-    CUDA_VISIBLE_DEVICES set to the GPUs it is placed on.
+    Each task runs in the current directory with this shell's environment, with
+    CUDA_VISIBLE_DEVICES set to the GPUs it is placed on. Magic strings ${task_name},
+    ${fullname}, ${fullpath}, ${run_dir} and ${env:VAR} are filled in here.
+
+    Examples: meow create "python train.py" -M 20GiB -- --lr 0.2;
+    meow create "python train.py" -m -- --lr=[0.1,0.2] --bs [32,64]  (4 tasks);
+    meow create pipeline.py -- --epochs 3  (runs pipeline.py, queues what it exports)
     """
     code = do_create(CreateArgs(
         input=input, args=list(args or []), task_name=task_name, priority=priority,
-        requires_memory_per_device=_memory(requires_memory_per_device),
+        requires_memory_per_device=None if requires_memory_per_device is None
+        else _memory(requires_memory_per_device),
         min_devices=min_devices, cwd=cwd, json=as_json, enforce_memory=enforce_memory,
+        multirun=multirun, as_group=as_group,
     ))
     raise typer.Exit(code)
 
 
 @app.command("list")
 @handle_errors
-def list_(as_json: JsonOpt = False) -> None:
-    """List tasks: id, name, status, priority, GPUs, memory, exit code, times."""
+def list_(
+    attrs: Annotated[list[str] | None, typer.Argument(
+        help="Show these attributes (columns) after the fullname, e.g. `status priority "
+             "devices`; any key of --json works.")] = None,
+    filter_: Annotated[str | None, typer.Option(
+        "--filter", help="Only tasks matching, e.g. 'status==running', 'priority>1, "
+        "name~^sweep' (== != > >= < <= ~regex; clauses joined by , or and).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List tasks: id, name, status, priority, GPUs, memory, peak GPU memory, exit code,
+    times, and a note (why a task waits, or a warning)."""
+    from meowcli.filters import parse_filter
+
+    keep = parse_filter(filter_) if filter_ else None
     with connect() as client:
-        tasks = client.list()
+        tasks = sorted(client.list(), key=lambda t: t["id"])
+    if keep is not None:
+        tasks = [t for t in tasks if keep(t)]
     if as_json:
-        typer.echo(json.dumps(sorted(tasks, key=lambda t: t["id"])))
+        typer.echo(json.dumps(tasks))
+    elif attrs:
+        typer.echo(render.render_attrs(tasks, attrs))
     else:
         typer.echo(render.render_tasks(tasks, time.time()))
 
@@ -306,6 +341,101 @@ def test_(name: Annotated[str | None, typer.Argument(help="Task fullname or id."
     else:
         typer.echo(f"{task['fullname']} is not running ({task['status']})")
         raise typer.Exit(1)
+
+
+def _setting_value(text: str) -> Any:
+    """`true`, `3`, `0.5`, `[0, 1]`, or else the text itself (as TOML would read it)."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+@app.command("set")
+@handle_errors
+def set_(
+    key: Annotated[str, typer.Argument(
+        help="A setting (see below), or TASK.ATTR with ATTR one of name, priority, "
+             "requires_memory_per_device, min_devices.")],
+    value: Annotated[str, typer.Argument(help="The new value.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a daemon setting (kept in the config file) or a task's attribute.
+
+    Settings: visible_devices [0,1] | starvation_guard true | reserve_after 600 |
+    placement spread/pack/first | head_of_line false | cascade_cancel_on_failure false |
+    override_exist_tasks forbid/rename/allow | shutdown_on_complete false |
+    hook_timeout 300 | max_attempts 10 | cpu_slots N | kill_grace 10 | fake_gpus 4x80GiB.
+    Task attributes change where and when a waiting task runs: meow set train.priority 5.
+    """
+    from meowd.config import Settings, check_setting, save_setting
+    from meowd.core.paths import resolve_paths
+    from meowd.core.units import parse_memory_request
+
+    setting = key.replace("-", "_")
+    if setting in Settings.__dataclass_fields__:
+        parsed = _setting_value(value)
+        try:
+            with connect() as client:
+                result = client.set_setting(setting, parsed)
+        except NotRunning:
+            checked = check_setting(setting, parsed)
+            path = save_setting(resolve_paths(), setting, checked)
+            result = {"key": setting, "value": checked, "config": str(path),
+                      "restart_needed": False}
+        if as_json:
+            typer.echo(json.dumps(result))
+        else:
+            typer.echo(f"{setting} = {json.dumps(result['value'])} (saved in {result['config']})"
+                       + ("; takes effect when meowd restarts (`meow exit`)"
+                          if result["restart_needed"] else ""))
+        return
+    target, dot, attr = key.rpartition(".")
+    if not dot or not target:
+        from meowd.core.errors import BadRequest
+
+        raise BadRequest(f"{key!r} is neither a setting nor TASK.ATTR "
+                         f"(settings: {', '.join(Settings.__dataclass_fields__)})")
+    parsed: Any = value
+    if attr in ("priority", "min_devices"):
+        parsed = _setting_value(value)
+    elif attr == "requires_memory_per_device":
+        parsed = parse_memory_request(value)
+    with connect() as client:
+        task = client.set_task(target, attr, parsed)
+    if as_json:
+        typer.echo(json.dumps(task))
+    else:
+        typer.echo(f"{task['fullname']}.{attr} = {json.dumps(task[attr])}")
+
+
+@app.command("clean")
+@handle_errors
+def clean(
+    before: Annotated[str | None, typer.Option(
+        "-b", "--before", help="Tasks that ended before this date (YYYY[-MM[-DD[ HH[:MM]]]]; "
+        "a partial date means the end of that period).")] = None,
+    after: Annotated[str | None, typer.Option(
+        "-a", "--after", help="Tasks that ended after this date.")] = None,
+    all_: Annotated[bool, typer.Option("-A", "--all", help="Every finished task.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Name each task.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Forget finished tasks (done, failed, killed, lost) and delete their logs.
+    Waiting, running and cancelled tasks are never touched."""
+    from meowcli.timeparse import parse_when
+
+    with connect() as client:
+        result = client.clean(parse_when(before) if before else None,
+                              parse_when(after) if after else None, all_)
+    removed = result["removed"]
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"cleaned {len(removed)} task(s)" + (": " + ", ".join(removed)
+                                                    if verbose and removed else ""))
 
 
 @app.command("meow")

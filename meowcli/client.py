@@ -7,6 +7,7 @@ from typing import Any
 from meowcli.connection import Connection, NotRunning, open_connection, start_daemon
 from meowd.core.protocol import (
     CancelRequest,
+    CleanRequest,
     CreateRequest,
     DevicesRequest,
     ExitRequest,
@@ -17,6 +18,8 @@ from meowd.core.protocol import (
     Request,
     ResumeRequest,
     Selector,
+    SetSettingRequest,
+    SetTaskRequest,
     ShowRequest,
     TaskSpec,
     WaitRequest,
@@ -66,6 +69,15 @@ class Client(Connection):
 
     def exit(self, kill: bool = False) -> dict[str, Any]:
         return self.call(ExitRequest(kill))
+
+    def set_task(self, target: str, attr: str, value: Any) -> dict[str, Any]:
+        return self.call(SetTaskRequest(target, attr, value))  # checked by the daemon
+
+    def set_setting(self, key: str, value: Any) -> dict[str, Any]:
+        return self.call(SetSettingRequest(key, value))
+
+    def clean(self, before: float | None, after: float | None, all: bool) -> dict[str, Any]:
+        return self.call(CleanRequest(before, after, all))
 
 
 

@@ -20,9 +20,11 @@ class CreateArgs:
 
     def __init__(
         self, input: str, args: list[str] | None = None, task_name: str | None = None,
-        priority: int = 0, requires_memory_per_device: MemoryRequest = 0, min_devices: int = 1,
-        cwd: str | None = None, json: bool = False, enforce_memory: bool = False,
+        priority: int | None = None, requires_memory_per_device: MemoryRequest | None = None,
+        min_devices: int | None = None, cwd: str | None = None, json: bool = False,
+        enforce_memory: bool = False, multirun: bool = False, as_group: str | None = None,
     ) -> None:
+        # None means "not given": a task file's own values then apply.
         self.input = input
         self.args = args or []
         self.task_name = task_name
@@ -32,6 +34,18 @@ class CreateArgs:
         self.cwd = cwd
         self.json = json
         self.enforce_memory = enforce_memory
+        self.multirun = multirun
+        self.as_group = as_group
+
+    @property
+    def simple(self) -> bool:
+        """One plain command: no task file, multirun, group or magic string."""
+        return not (self.multirun or self.as_group or "${" in self.input
+                    or any("${" in a for a in self.args) or _is_task_file(self.input))
+
+
+def _is_task_file(input: str) -> bool:
+    return input.endswith(".py") and os.path.isfile(input)
 
 
 def create_message(args: CreateArgs, cwd: str, env: dict[str, str]) -> dict[str, object]:
@@ -39,8 +53,9 @@ def create_message(args: CreateArgs, cwd: str, env: dict[str, str]) -> dict[str,
     (tests/unit/test_protocol.py checks it against CreateRequest)."""
     task = {
         "command": build_command(args.input, args.args), "name": args.task_name,
-        "priority": args.priority, "min_devices": args.min_devices,
-        "requires_memory_per_device": args.requires_memory_per_device,
+        "priority": args.priority or 0,
+        "min_devices": 1 if args.min_devices is None else args.min_devices,
+        "requires_memory_per_device": args.requires_memory_per_device or 0,
         "enforce_memory": args.enforce_memory,
     }
     return {"v": PROTOCOL_VERSION, "op": "create",
@@ -54,6 +69,7 @@ _VALUE_OPTS = {
     "--requires-memory-per-device": "requires_memory_per_device",
     "-c": "min_devices", "--min-devices": "min_devices",
     "--cwd": "cwd",
+    "-g": "as_group", "--as-group": "as_group",
 }
 
 
@@ -62,7 +78,7 @@ def fast_parse(argv: list[str]) -> CreateArgs | None:
     values: dict[str, str] = {}
     positional: list[str] = []
     extra: list[str] = []
-    as_json = enforce = False
+    as_json = enforce = multi = False
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -73,6 +89,8 @@ def fast_parse(argv: list[str]) -> CreateArgs | None:
             as_json = True
         elif arg == "--enforce-memory":
             enforce = True
+        elif arg in ("-m", "--multirun"):
+            multi = True
         elif arg in _VALUE_OPTS:
             if i + 1 >= len(argv):
                 return None
@@ -86,13 +104,14 @@ def fast_parse(argv: list[str]) -> CreateArgs | None:
     if len(positional) != 1:
         return None
     try:
+        memory = values.get("requires_memory_per_device")
         return CreateArgs(
             input=positional[0], args=extra, task_name=values.get("task_name"),
-            priority=int(values.get("priority", 0)),
-            requires_memory_per_device=parse_memory_request(
-                values.get("requires_memory_per_device", "0")),
-            min_devices=int(values.get("min_devices", 1)),
-            cwd=values.get("cwd"), json=as_json, enforce_memory=enforce,
+            priority=int(values["priority"]) if "priority" in values else None,
+            requires_memory_per_device=None if memory is None else parse_memory_request(memory),
+            min_devices=int(values["min_devices"]) if "min_devices" in values else None,
+            cwd=values.get("cwd"), json=as_json, enforce_memory=enforce, multirun=multi,
+            as_group=values.get("as_group"),
         )
     except (ValueError, BadRequest):
         return None
@@ -108,18 +127,18 @@ def create(args: CreateArgs) -> int:
     """Ship one command to the daemon (starting it if needed). Returns the exit status."""
     from meowcli.connection import open_connection
 
-    if args.input.endswith(".py") and os.path.isfile(args.input) and not args.args:
-        raise BadRequest(
-            f"{args.input} is a Python task file; task files (cattino API) are not supported "
-            f"yet. To run it as a command: meow create \"python {args.input}\""
-        )
-    if args.min_devices < 0:
+    if args.min_devices is not None and args.min_devices < 0:
         raise BadRequest("--min-devices must be 0 or more")
     cwd = os.path.abspath(args.cwd) if args.cwd else os.getcwd()
     if not os.path.isdir(cwd):
         raise BadRequest(f"--cwd {cwd} is not a directory")
+    if args.simple:
+        message = create_message(args, cwd, dict(os.environ))
+    else:
+        message = {"v": PROTOCOL_VERSION, "op": "create",
+                   "args": {"tasks": _expanded(args), "cwd": cwd, "env": dict(os.environ)}}
     with open_connection(autostart=True) as connection:
-        created = connection.call_wire(create_message(args, cwd, dict(os.environ)))
+        created = connection.call_wire(message)
     if args.json:
         import json
 
@@ -128,6 +147,18 @@ def create(args: CreateArgs) -> int:
         for task in created:
             print(f"created {task['fullname']} (id {task['id']})")
     return 0
+
+
+def _expanded(args: CreateArgs) -> list[dict[str, object]]:
+    from meowcli import expand
+    from meowd.config import load_settings
+    from meowd.core.paths import resolve_paths
+
+    paths = resolve_paths()
+    if _is_task_file(args.input):
+        timeout = load_settings(paths).hook_timeout
+        return expand.taskfile_specs(args, paths.state, timeout)
+    return expand.command_specs(args, str(paths.tasks))
 
 
 def fast_main(argv: list[str]) -> int | None:

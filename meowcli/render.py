@@ -72,6 +72,39 @@ def _note(task: dict[str, Any], width: int = 48) -> str:
     return note if len(note) <= width else note[: width - 3] + "..."
 
 
+def render_attrs(tasks: list[dict[str, Any]], attrs: Sequence[str]) -> str:
+    """`meow list ATTR...`: the fullname and the asked attributes; "-" where missing."""
+    if not tasks:
+        return "no tasks"
+
+    def cell(value: Any) -> str:
+        if value is None or value == [] or value == {}:
+            return "-"
+        if isinstance(value, list):
+            return ",".join(map(str, value))
+        return str(value)
+
+    rows = [[t["fullname"], *(cell(t.get(a)) for a in attrs)] for t in tasks]
+    return _table(["FULLNAME", *(a.upper() for a in attrs)], rows)
+
+
+def compact_names(names: Sequence[str]) -> str:
+    """`g/a`, `g/b`, `x` -> `g/{a, b}, x`: Cattino's path-tree printing, one level deep."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        head, _, leaf = name.rpartition("/")
+        groups.setdefault(head, []).append(leaf)
+    parts = []
+    for head, leaves in groups.items():
+        if not head:
+            parts.extend(leaves)
+        elif len(leaves) == 1:
+            parts.append(f"{head}/{leaves[0]}")
+        else:
+            parts.append(f"{head}/{{{', '.join(leaves)}}}")
+    return ", ".join(parts)
+
+
 def render_devices(result: dict[str, Any]) -> str:
     if result["backend"] is None:
         return result["hint"]
@@ -97,7 +130,7 @@ def render_bulk(op: str, result: dict[str, Any]) -> tuple[str, str]:
     """(report for stdout, failures for stderr) of a kill/cancel/resume/remove."""
     lines = []
     if result["success"]:
-        lines.append(f"{_PAST[op]}: {', '.join(result['success'])}")
+        lines.append(f"{_PAST[op]}: {compact_names(result['success'])}")
     if result["no_op"]:
         lines.append(f"unchanged: {'; '.join(result['no_op'])}")
     if not lines and not result["failure"]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from meowd.core.errors import BadRequest
@@ -38,6 +40,8 @@ class Settings:
     """A new task whose fullname exists: forbid, rename (name_1, name_2...), allow (replace)."""
     shutdown_on_complete: bool = False
     """Exit the daemon once no task is waiting or running."""
+    hook_timeout: float = 300.0
+    """Seconds an on_start/on_end hook may run before it counts as failed."""
     max_attempts: int = 10
     """How often exit code 100 (`cattino.exit_and_retry()`) may requeue one task."""
 
@@ -99,3 +103,34 @@ def load_settings(paths: Paths, environ: Mapping[str, str] | None = None) -> Set
     if env.get("MEOW_FAKE_GPUS"):
         settings.fake_gpus = env["MEOW_FAKE_GPUS"]
     return settings
+
+
+RESTART_SETTINGS = frozenset({"fake_gpus"})
+"""Settings that take effect only when meowd starts again."""
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)  # a TOML basic string for what settings hold
+
+
+def save_setting(paths: Paths, key: str, value: Any) -> Path:
+    """Write one setting into the config file (None removes it), keeping the others."""
+    path = paths.config_files[0]
+    data: dict[str, Any] = {}
+    if path.is_file():
+        data = tomllib.loads(path.read_text())
+    if value is None:
+        data.pop(key, None)
+    else:
+        data[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in sorted(data.items())))
+    tmp.replace(path)
+    return path

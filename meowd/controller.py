@@ -12,18 +12,20 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import signal
 import string
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from meowd.config import Settings
+from meowd.config import RESTART_SETTINGS, Settings, check_setting, save_setting
 from meowd.core.errors import BadRequest, Conflict, NotFound, Refused
-from meowd.core.models import ACTIVE, RETRY_EXIT_CODE, Task, TaskStatus
+from meowd.core.models import ACTIVE, RETRY_EXIT_CODE, TERMINAL, Task, TaskStatus, TaskUsage
 from meowd.core.paths import Paths
-from meowd.core.protocol import BulkResult, CreateRequest, Selector
+from meowd.core.protocol import BulkResult, CreateRequest, Selector, TaskSpec
 from meowd.core.scheduler import (
     Candidate,
     DeviceView,
@@ -89,6 +91,8 @@ class Controller:
         self.hold: Hold | None = None
         self.running: dict[int, _Running] = {}
         self.tree = TreeTracker()
+        self.on_idle: Callable[[], None] | None = None
+        """Called when the last task ends and `shutdown_on_complete` is set."""
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
         self._snapshot = _Snapshot()
         self._wake = asyncio.Event()
@@ -219,12 +223,29 @@ class Controller:
                 task.devices, task.reserved_mib = [], []
             self._set_status(task, status, reason)
 
+    @staticmethod
+    def _note_file(attempt: Attempt) -> str:
+        return attempt.exit_file.removesuffix(".exit") + ".note"
+
+    def _read_note(self, attempt: Attempt) -> str | None:
+        """A task (its hook runner, say) may leave one line for the user: why it failed."""
+        try:
+            with open(self._note_file(attempt), errors="replace") as f:
+                text = f.read(2000)
+        except OSError:
+            return None
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return "; ".join(lines)[:500] or None
+
     def _on_exit(self, task_id: int, exit: Exit) -> None:
         task = self.tasks.get(task_id)
         run = self.running.get(task_id)
         if task is None or run is None:
             return
         code = exit.exit_code
+        note = self._read_note(run.attempt)
+        if note and code == 0:
+            task.warning = note
         if run.intent == "remove":
             self.running.pop(task_id)
             self._remove(task)
@@ -247,11 +268,16 @@ class Controller:
         elif code is None:
             self._finish(task, TaskStatus.LOST, None, _vanished(run.attempt.pid))
         else:
-            self._finish(task, TaskStatus.FAILED, code, f"exit code {code}")
+            self._finish(task, TaskStatus.FAILED, code,
+                         f"{note} (exit code {code})" if note else f"exit code {code}")
         if run.intent is not None:
             self._kill_leftovers(task_id)
         self.tree.forget(task_id)
         log.info("task %d %s ended: %s (exit %s)", task.id, task.fullname, task.status, code)
+        if self.settings.shutdown_on_complete and not self.waiting and not self.running \
+                and self.on_idle is not None:
+            log.info("nothing left to run and shutdown_on_complete is set: exiting")
+            asyncio.get_running_loop().call_soon(self.on_idle)
         self._wake.set()
         self._poll_now.set()
 
@@ -371,8 +397,9 @@ class Controller:
                 else:
                     self._remove(old)
             digest = self.store.put_env(request.env)
-            for task in new:
-                task.env_hash = digest
+            for task, spec in zip(new, request.tasks, strict=True):
+                task.env_hash = (self.store.put_env({**request.env, **spec.env}) if spec.env
+                                 else digest)
             self.store.insert_tasks(new)
         self._next_id += len(new)
         for task in new:
@@ -499,6 +526,58 @@ class Controller:
                 self._remove(task)
             return True
         return self._bulk(selector, act)
+
+    # -- set and clean -------------------------------------------------------------------
+    def set_task(self, task: Task, attr: str, value: Any) -> dict[str, Any]:
+        """Change a task at run time (`meow set NAME.ATTR VALUE`), already type-checked."""
+        if attr in ("requires_memory_per_device", "min_devices") and \
+                task.status is TaskStatus.RUNNING:
+            raise Conflict(f"{task.fullname} is running on GPUs {task.devices}; its {attr} "
+                           "can change while it waits (cancel it, set, resume)")
+        if attr == "name":
+            group = task.group
+            fullname = f"{group}/{value}" if group else value
+            if fullname != task.fullname and fullname in self.by_name:
+                raise Conflict(f"a task named {fullname!r} exists")
+            self.by_name.pop(task.fullname, None)
+            task.name, task.fullname = value, fullname
+            self.by_name[fullname] = task.id
+        else:
+            if attr != "priority":
+                spec = TaskSpec(task.command, min_devices=task.min_devices,
+                                requires_memory_per_device=task.requires_memory_per_device)
+                spec = replace(spec, **{attr: value})
+                self._check_fits(spec)
+            setattr(task, attr, value)
+        with self.store.transaction():
+            self.store.update_task(task, "set", f"{attr}={value!r}")
+        self._sync_queue(task)
+        self._wake.set()
+        return task.to_wire()
+
+    def set_setting(self, key: str, value: Any) -> dict[str, Any]:
+        value = check_setting(key, value)
+        setattr(self.settings, key, value)
+        path = save_setting(self.paths, key, value)
+        self._wake.set()
+        return {"key": key, "value": value, "config": str(path),
+                "restart_needed": key in RESTART_SETTINGS}
+
+    def clean(self, before: float | None, after: float | None, everything: bool) -> list[str]:
+        """Forget finished tasks that ended in the window and delete their logs."""
+        chosen = [
+            t for t in self.tasks.values()
+            if t.status in TERMINAL and t.id not in self.running and (everything or (
+                t.ended_at is not None
+                and (before is None or t.ended_at < before)
+                and (after is None or t.ended_at > after)))
+        ]
+        with self.store.transaction():
+            for task in chosen:
+                self._remove(task)
+        for task in chosen:
+            shutil.rmtree(self.task_home(task), ignore_errors=True)
+        return [t.fullname for t in chosen]
 
     async def wait(self, task: Task) -> None:
         if task.status in ACTIVE:
@@ -664,7 +743,8 @@ class Controller:
                 task.reserved_mib = list(placement.reserved_mib)
                 task.attempts += 1
                 task.started_at = time.time()
-                task.ended_at = task.exit_code = None
+                task.ended_at = task.exit_code = task.warning = None
+                task.usage = TaskUsage()  # per attempt
                 home = self.task_home(task)
                 attempt = Attempt(
                     task_id=task.id, n=task.attempts, pid=None, create_time=None,
@@ -709,6 +789,7 @@ class Controller:
             "MEOW_TASK_ID": str(task.id),
             "MEOW_TASK_NAME": task.fullname,
             "MEOW_ATTEMPT": str(attempt.n),
+            "MEOW_NOTE_FILE": self._note_file(attempt),
         }
         return self.executor.spawn(
             task.id, task.command, task.cwd, env, attempt.stdout, attempt.stderr, attempt.exit_file

@@ -69,6 +69,7 @@ class Daemon:
         self.store = Store(self.paths.database)
         self.backend = await asyncio.to_thread(open_backend, self.settings, self.paths)
         self.controller = Controller(self.paths, self.settings, self.store, self.backend)
+        self.controller.on_idle = self.request_exit  # setting shutdown_on_complete
         await self.controller.start()
         self.server = Server(self.controller, self.request_exit)
         await self.server.start(bind_socket(self.paths.socket))

@@ -12,6 +12,7 @@ from meowd.controller import Controller
 from meowd.core.protocol import (
     PROTOCOL_VERSION,
     CancelRequest,
+    CleanRequest,
     CreateRequest,
     DevicesRequest,
     ExitRequest,
@@ -21,6 +22,8 @@ from meowd.core.protocol import (
     RemoveRequest,
     Request,
     ResumeRequest,
+    SetSettingRequest,
+    SetTaskRequest,
     ShowRequest,
     WaitRequest,
 )
@@ -79,10 +82,23 @@ async def exit_(c: Controller, r: ExitRequest) -> dict[str, Any]:
     return {"running": len(c.running), "kill": r.kill}
 
 
+async def set_task(c: Controller, r: SetTaskRequest) -> dict[str, Any]:
+    return c.set_task(c.get(r.target), r.attr, r.value)
+
+
+async def set_setting(c: Controller, r: SetSettingRequest) -> dict[str, Any]:
+    return c.set_setting(r.key, r.value)
+
+
+async def clean(c: Controller, r: CleanRequest) -> dict[str, Any]:
+    return {"removed": c.clean(r.before, r.after, r.all)}
+
+
 HANDLERS: dict[type[Request], Handler] = {
     PingRequest: ping, CreateRequest: create, ListRequest: list_, ShowRequest: show,
     WaitRequest: wait, KillRequest: kill, CancelRequest: cancel, ResumeRequest: resume,
     RemoveRequest: remove, DevicesRequest: devices, ExitRequest: exit_,
+    SetTaskRequest: set_task, SetSettingRequest: set_setting, CleanRequest: clean,
 }
 
 

@@ -59,6 +59,8 @@ class TaskSpec:
     """Predecessors: an index of an earlier task in the same request, or the fullname
     of an existing task. Earlier-only indices make every request's graph acyclic."""
     enforce_memory: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    """Added to the request's environment for this task only (ProcTask(env=...))."""
 
     @classmethod
     def from_wire(cls, raw: Any) -> TaskSpec:
@@ -88,7 +90,9 @@ class TaskSpec:
             if isinstance(dep, bool) or not isinstance(dep, int | str):
                 raise BadRequest("after must list task indices or fullnames")
         enforce = _get(raw, "enforce_memory", bool, False)
-        return cls(command, name, priority, min_devices, memory, group, tuple(after), enforce)
+        env = _str_map(_get(raw, "env", dict, {}), "a task's env")
+        return cls(command, name, priority, min_devices, memory, group, tuple(after), enforce,
+                   env)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -100,6 +104,7 @@ class TaskSpec:
             "group": self.group,
             "after": list(self.after),
             "enforce_memory": self.enforce_memory,
+            "env": self.env,
         }
 
 
@@ -256,11 +261,90 @@ class ExitRequest(Request):
         return {"kill": self.kill}
 
 
+SETTABLE_ATTRS = ("name", "priority", "requires_memory_per_device", "min_devices")
+
+
+@dataclass(frozen=True)
+class SetTaskRequest(Request):
+    """`meow set NAME.ATTR VALUE`: one of SETTABLE_ATTRS, typed (never evaluated)."""
+
+    op: ClassVar[str] = "set_task"
+    target: str
+    attr: str
+    value: Any
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> SetTaskRequest:
+        target, attr = _get(args, "target", str), _get(args, "attr", str)
+        if attr not in SETTABLE_ATTRS:
+            raise BadRequest(f"cannot set {attr!r}; settable: {', '.join(SETTABLE_ATTRS)}")
+        value = args.get("value")
+        if attr == "name":
+            value = validate_name(value)
+        elif attr == "requires_memory_per_device":
+            value = validate_memory_request(value)
+        elif isinstance(value, bool) or not isinstance(value, int):
+            raise BadRequest(f"{attr} must be a whole number")
+        elif attr == "min_devices" and not 0 <= value <= 1024:
+            raise BadRequest("min_devices must be between 0 and 1024")
+        elif attr == "priority" and not -(2**31) <= value < 2**31:
+            raise BadRequest("priority out of range")
+        return cls(target, attr, value)
+
+    def to_args(self) -> dict[str, Any]:
+        return {"target": self.target, "attr": self.attr, "value": self.value}
+
+
+@dataclass(frozen=True)
+class SetSettingRequest(Request):
+    """`meow set KEY VALUE` for a daemon setting; checked against meowd.config."""
+
+    op: ClassVar[str] = "set_setting"
+    key: str
+    value: Any
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> SetSettingRequest:
+        value = args.get("value")
+        if not (value is None or isinstance(value, bool | int | float | str) or (
+                isinstance(value, list) and all(isinstance(v, int) for v in value))):
+            raise BadRequest("a setting's value must be a number, string, true/false or a "
+                             "list of numbers")
+        return cls(_get(args, "key", str).replace("-", "_"), value)
+
+    def to_args(self) -> dict[str, Any]:
+        return {"key": self.key, "value": self.value}
+
+
+@dataclass(frozen=True)
+class CleanRequest(Request):
+    """Forget finished tasks (done/failed/killed/lost) and delete their logs, by the time
+    they ended: before/after (epoch seconds), or all of them."""
+
+    op: ClassVar[str] = "clean"
+    before: float | None = None
+    after: float | None = None
+    all: bool = False
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> CleanRequest:
+        before = _get(args, "before", (int, float), None)
+        after = _get(args, "after", (int, float), None)
+        everything = _get(args, "all", bool, False)
+        if before is None and after is None and not everything:
+            raise BadRequest("say which tasks to clean: --before, --after or --all")
+        return cls(before, after, everything)
+
+    def to_args(self) -> dict[str, Any]:
+        return {"before": self.before, "after": self.after, "all": self.all}
+
+
 REQUESTS: dict[str, type[Request]] = {
     cls.op: cls
     for cls in (
         PingRequest, CreateRequest, ListRequest, ShowRequest, WaitRequest, KillRequest,
         CancelRequest, ResumeRequest, RemoveRequest, DevicesRequest, ExitRequest,
+        SetTaskRequest, SetSettingRequest, CleanRequest,
     )
 }
 
