@@ -43,6 +43,8 @@ def _clause(text: str) -> Predicate:
         raise BadRequest(f"bad filter {text!r}: use FIELD OP VALUE, e.g. status==running "
                          "(OP: == != > >= < <= ~)")
     field, op, raw = match.group("field"), match.group("op"), match.group("value")
+    if raw[:1] in ("=", "<", ">", "!", "~"):
+        raise BadRequest(f"bad filter {text!r}: {op}{raw} is not an operator")
     if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
         raw = raw[1:-1]
     if op == "~":

@@ -88,10 +88,11 @@ class MeowEnv:
         return Client(self.paths, timeout=30).connect()
 
     def meow(self, *args: str, check: bool = True, cwd: str | None = None,
-             timeout: float = 30) -> subprocess.CompletedProcess[str]:
+             timeout: float = 30, env_extra: dict[str, str] | None = None,
+             ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [str(BIN / "meow"), *args], env=self.env, capture_output=True, text=True,
-            cwd=cwd, timeout=timeout,
+            [str(BIN / "meow"), *args], env={**self.env, **(env_extra or {})},
+            capture_output=True, text=True, cwd=cwd, timeout=timeout,
         )
         if check and result.returncode != 0:
             raise AssertionError(
