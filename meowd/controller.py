@@ -812,8 +812,11 @@ class Controller:
 
     async def _poll_loop(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on 3.11, wait_for drops a cancellation that
+            # arrives as the event fires (a task's exit sets both), and the daemon hung.
             try:
-                await asyncio.wait_for(self._poll_now.wait(), self.settings.poll_interval)
+                async with asyncio.timeout(self.settings.poll_interval):
+                    await self._poll_now.wait()
             except TimeoutError:
                 pass
             self._poll_now.clear()

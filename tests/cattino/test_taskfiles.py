@@ -282,3 +282,16 @@ def test_override_rename_filter_attrs_and_clean(meow_env: MeowEnv):
     assert meow_env.meow("clean", "--all", "-v").stdout.startswith("cleaned 3 task(s)")
     assert meow_env.tasks() == {}
     assert meow_env.meow("clean", check=False).returncode == 1
+
+
+def test_override_allow_replaces_and_shutdown_on_complete_exits(meow_env: MeowEnv):
+    meow_env.meow("create", "sleep 60", "-n", "job", "-c", "0")
+    meow_env.wait_status("job", "running")
+    meow_env.meow("set", "override-exist-tasks", "allow")
+    meow_env.meow("create", "echo replaced", "-n", "job", "-c", "0")
+    meow_env.wait_status("job", "done")
+    assert stdout_of(meow_env, "job") == "replaced\n"
+    assert list(meow_env.tasks()) == ["job"]
+    meow_env.meow("set", "shutdown_on_complete", "true")
+    meow_env.meow("create", "sleep 0.5", "-n", "last", "-c", "0")
+    assert meow_env.daemon.wait(20) == 0  # the daemon left by itself once idle
