@@ -444,5 +444,42 @@ def meow_() -> None:
     typer.echo(f"meow {__version__} =^.^=")
 
 
+daemon_app = typer.Typer(help="Run and install the daemon.", no_args_is_help=True)
+app.add_typer(daemon_app, name="daemon")
+
+
+@daemon_app.command("install-systemd")
+@handle_errors
+def install_systemd(
+    directory: Annotated[str | None, typer.Option(
+        "--dir", help="Where to write the units [default: ~/.config/systemd/user]")] = None,
+    print_only: Annotated[bool, typer.Option(
+        "--print", help="Print the units instead of writing them.")] = False,
+) -> None:
+    """Write the systemd user units meowd.service (Type=notify, KillMode=process, so
+    tasks survive a restart) and meowd.socket (socket activation) for this meow."""
+    import shutil as sh
+    from pathlib import Path
+
+    from meowd.core.paths import resolve_paths
+    from meowd.systemd import unit_files
+
+    meowd = sh.which("meowd") or str(Path(sys.executable).with_name("meowd"))
+    env = {k: v for k, v in os.environ.items() if k in ("MEOW_HOME", "MEOW_FAKE_GPUS")}
+    units = unit_files(os.path.abspath(meowd), str(resolve_paths().socket), env)
+    if print_only:
+        for name, text in units.items():
+            typer.echo(f"# --- {name}\n{text}")
+        return
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    target = Path(directory) if directory else Path(config) / "systemd" / "user"
+    target.mkdir(parents=True, exist_ok=True)
+    for name, text in units.items():
+        (target / name).write_text(text)
+        typer.echo(f"wrote {target / name}")
+    typer.echo("next: systemctl --user daemon-reload && "
+               "systemctl --user enable --now meowd.socket meowd.service")
+
+
 def run(argv: list[str]) -> None:
     app(args=argv, prog_name="meow")

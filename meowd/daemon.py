@@ -8,6 +8,7 @@ import logging
 import os
 from pathlib import Path
 
+from meowd import systemd
 from meowd.config import Settings
 from meowd.controller import Controller
 from meowd.core.paths import Paths
@@ -46,6 +47,7 @@ class Daemon:
         self.backend: DeviceBackend | None = None
         self.controller: Controller | None = None
         self.server: Server | None = None
+        self._owns_socket = False
 
     def request_exit(self, kill_tasks: bool = False) -> None:
         self._kill_tasks = self._kill_tasks or kill_tasks
@@ -72,21 +74,27 @@ class Daemon:
         self.controller.on_idle = self.request_exit  # setting shutdown_on_complete
         await self.controller.start()
         self.server = Server(self.controller, self.request_exit)
-        await self.server.start(bind_socket(self.paths.socket))
+        inherited = systemd.inherited_socket()
+        self._owns_socket = inherited is None
+        await self.server.start(inherited or bind_socket(self.paths.socket))
         log.info(
-            "meowd %d listening on %s (devices: %s, state: %s)", os.getpid(), self.paths.socket,
+            "meowd %d listening on %s%s (devices: %s, state: %s)", os.getpid(), self.paths.socket,
+            " (socket from systemd)" if inherited else "",
             self.backend.name if self.backend else "none", self.paths.state,
         )
+        systemd.notify(f"READY=1\nSTATUS=listening on {self.paths.socket}\nMAINPID={os.getpid()}")
 
     async def shutdown(self) -> None:
         log.info("stopping (%s running tasks)",
                  "killing" if self._kill_tasks else "leaving")
+        systemd.notify("STOPPING=1")
         if self.server:
             await self.server.stop()
-        try:
-            self.paths.socket.unlink(missing_ok=True)
-        except OSError:
-            pass
+        if self._owns_socket:  # a socket from systemd stays: systemd owns it
+            try:
+                self.paths.socket.unlink(missing_ok=True)
+            except OSError:
+                pass
         if self.controller:
             await self.controller.stop(self._kill_tasks)
         if self.backend:

@@ -24,6 +24,13 @@ from meowd.handlers import dispatch
 log = logging.getLogger("meowd.server")
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 MAX_CONSECUTIVE_ERRORS = 64
+MAX_CONNECTIONS = 512
+"""Beyond this, new connections get a refusal: a flood of idle clients cannot exhaust fds."""
+IDLE_TIMEOUT = 600.0
+"""A connection that sends nothing for this long (mid-frame or between requests) is closed.
+Waiting on a reply (`meow wait`, `watch`) is not idle: the daemon is the one working."""
+WRITE_TIMEOUT = 60.0
+"""A client that does not read its replies for this long is dropped."""
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -49,8 +56,12 @@ def bind_socket(path: Path) -> socket.socket:
 
 
 class Server:
-    def __init__(self, controller: Controller, on_exit: Callable[[bool], None]) -> None:
+    def __init__(self, controller: Controller, on_exit: Callable[[bool], None],
+                 idle_timeout: float = IDLE_TIMEOUT, write_timeout: float = WRITE_TIMEOUT,
+                 ) -> None:
         self.controller = controller
+        self.idle_timeout = idle_timeout
+        self.write_timeout = write_timeout
         self._on_exit = on_exit
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -62,10 +73,16 @@ class Server:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._connections) >= MAX_CONNECTIONS:
+            log.warning("refused a connection: %d open already", MAX_CONNECTIONS)
+            writer.write(encode_frame(error_reply(MeowError(
+                f"meowd has {MAX_CONNECTIONS} open connections; try again later"))))
+            writer.close()
+            return
         self._connections.add(task)
         try:
             await self._serve(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         except asyncio.CancelledError:
             pass
@@ -82,19 +99,20 @@ class Server:
             log.warning("refused a connection from uid %d", uid)
             writer.write(encode_frame(error_reply(PermissionDenied(
                 f"meowd belongs to uid {self._uid}; connections from uid {uid} are refused"))))
-            await writer.drain()
+            await self._drain(writer)
             return
         decoder = FrameDecoder()
         errors = 0
         while True:
-            data = await reader.read(65536)
+            async with asyncio.timeout(self.idle_timeout):
+                data = await reader.read(65536)
             if not data:
                 return
             try:
                 frames = decoder.feed(data)
             except FrameTooLarge as exc:
                 writer.write(encode_frame(error_reply(exc)))
-                await writer.drain()
+                await self._drain(writer)
                 return
             for payload in frames:
                 exit_request, ok = await self._answer(payload, writer)
@@ -119,8 +137,12 @@ class Server:
             internal = MeowError(f"internal error: {type(exc).__name__}: {exc}")
             reply, ok = error_reply(internal), False
         writer.write(encode_frame(reply))
-        await writer.drain()
+        await self._drain(writer)
         return (request if isinstance(request, ExitRequest) and ok else None), ok
+
+    async def _drain(self, writer: asyncio.StreamWriter) -> None:
+        async with asyncio.timeout(self.write_timeout):
+            await writer.drain()
 
     async def stop(self) -> None:
         """Stop accepting, then end open connections (in-flight replies are written)."""
