@@ -106,6 +106,9 @@ def create(
     enforce_memory: Annotated[bool, typer.Option(
         "--enforce-memory", help="Stop the task (failed) if it uses more GPU memory than -M. "
         "Without it, meow only warns.")] = False,
+    secret: Annotated[list[str] | None, typer.Option(
+        "--secret", help="NAME or NAME=VALUE: an environment value the task gets but meow "
+        "never shows or logs (masked as ***). Repeatable.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Queue a command, or the tasks a Cattino task file exports. The daemon starts in
@@ -124,7 +127,7 @@ def create(
         requires_memory_per_device=None if requires_memory_per_device is None
         else _memory(requires_memory_per_device),
         min_devices=min_devices, cwd=cwd, json=as_json, enforce_memory=enforce_memory,
-        multirun=multirun, as_group=as_group,
+        multirun=multirun, as_group=as_group, secrets=list(secret or []),
     ))
     raise typer.Exit(code)
 

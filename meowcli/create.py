@@ -23,6 +23,7 @@ class CreateArgs:
         priority: int | None = None, requires_memory_per_device: MemoryRequest | None = None,
         min_devices: int | None = None, cwd: str | None = None, json: bool = False,
         enforce_memory: bool = False, multirun: bool = False, as_group: str | None = None,
+        secrets: list[str] | None = None,
     ) -> None:
         # None means "not given": a task file's own values then apply.
         self.input = input
@@ -36,6 +37,7 @@ class CreateArgs:
         self.enforce_memory = enforce_memory
         self.multirun = multirun
         self.as_group = as_group
+        self.secrets = secrets or []
 
     @property
     def simple(self) -> bool:
@@ -132,11 +134,12 @@ def create(args: CreateArgs) -> int:
     cwd = os.path.abspath(args.cwd) if args.cwd else os.getcwd()
     if not os.path.isdir(cwd):
         raise BadRequest(f"--cwd {cwd} is not a directory")
+    env = _environment(args.secrets)
     if args.simple:
-        message = create_message(args, cwd, dict(os.environ))
+        message = create_message(args, cwd, env)
     else:
         message = {"v": PROTOCOL_VERSION, "op": "create",
-                   "args": {"tasks": _expanded(args), "cwd": cwd, "env": dict(os.environ)}}
+                   "args": {"tasks": _expanded(args), "cwd": cwd, "env": env}}
     with open_connection(autostart=True) as connection:
         created = connection.call_wire(message)
     if args.json:
@@ -147,6 +150,24 @@ def create(args: CreateArgs) -> int:
         for task in created:
             print(f"created {task['fullname']} (id {task['id']})")
     return 0
+
+
+def _environment(secrets: list[str]) -> dict[str, str]:
+    """This shell's environment; --secret NAME[=VALUE] adds and marks secret values."""
+    env = dict(os.environ)
+    if not secrets:
+        return env
+    names = []
+    for item in secrets:
+        name, eq, value = item.partition("=")
+        if eq:
+            env[name] = os.environ[name] = value  # ${env:NAME} in the command sees it too
+        elif name not in env:
+            raise BadRequest(f"--secret {name}: {name} is not set here (or use NAME=VALUE)")
+        names.append(name)
+    marked = [n for n in env.get("MEOW_SECRET_KEYS", "").split(",") if n]
+    env["MEOW_SECRET_KEYS"] = ",".join(dict.fromkeys(marked + names))
+    return env
 
 
 def _expanded(args: CreateArgs) -> list[dict[str, object]]:

@@ -46,6 +46,9 @@ class Settings:
     """How often exit code 100 (`cattino.exit_and_retry()`) may requeue one task."""
 
 
+_MINIMUM = {"poll_interval": 0.05, "hook_timeout": 0.1}
+"""Floors where 0 would be harmful (a poll interval of 0 spins the daemon)."""
+
 _CHOICES = {
     "placement": ("spread", "pack", "first"),
     "override_exist_tasks": ("forbid", "rename", "allow"),
@@ -76,8 +79,10 @@ def check_setting(key: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise BadRequest(f"{key} must be a whole number >= 0")
     elif isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise BadRequest(f"{key} must be a number >= 0")
+        floor = _MINIMUM.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                floor <= value < float("inf")):
+            raise BadRequest(f"{key} must be a number >= {floor:g}")
         value = float(value)
     elif isinstance(default, str) and (not isinstance(value, str) or value not in _CHOICES[key]):
         raise BadRequest(f"{key} must be one of: {', '.join(_CHOICES[key])}")

@@ -39,6 +39,8 @@ from meowd.core.scheduler import (
 )
 from meowd.core.units import format_mib
 from meowd.devices import NO_GPU_HINT, DeviceBackend, DeviceInfo
+from meowd.executors import cgroups
+from meowd.executors.cgroups import Cgroups
 from meowd.executors.local import (
     Exit,
     LocalExecutor,
@@ -47,6 +49,7 @@ from meowd.executors.local import (
     read_exit_file,
 )
 from meowd.executors.tree import TreeSample, TreeTracker
+from meowd.secrets import LOG_FILTER, redact, secret_values
 from meowd.store import Attempt, Store
 
 log = logging.getLogger("meowd.controller")
@@ -58,6 +61,7 @@ class _Running:
     """Runtime-only facts about a running task (never persisted)."""
 
     attempt: Attempt
+    cgroup: Path | None = None
     intent: str | None = None  # "kill" | "cancel" | "remove" | "enforce": why we stop it
     escalation: asyncio.TimerHandle | None = None
 
@@ -91,6 +95,7 @@ class Controller:
         self.hold: Hold | None = None
         self.running: dict[int, _Running] = {}
         self.tree = TreeTracker()
+        self.cgroups = Cgroups.detect()
         self.on_idle: Callable[[], None] | None = None
         """Called when the last task ends and `shutdown_on_complete` is set."""
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
@@ -105,7 +110,20 @@ class Controller:
         await self.poll_devices()
         self._restore()
 
+    def secrets_of(self, task: Task) -> set[str]:
+        return secret_values(self.store.get_env(task.env_hash))
+
+    def public(self, task: Task) -> dict[str, Any]:
+        """A task as clients see it: secret values masked wherever they appear."""
+        data = task.to_wire()
+        hidden = self.secrets_of(task)
+        if hidden:
+            for key in ("command", "reason", "warning"):
+                data[key] = redact(data[key], hidden)
+        return data
+
     def _index(self, task: Task) -> None:
+        LOG_FILTER.secrets |= self.secrets_of(task)
         self.tasks[task.id] = task
         self.by_name[task.fullname] = task.id
         for dep in task.depends_on:
@@ -172,7 +190,7 @@ class Controller:
             pid = attempt.pid or find_wrapper(attempt.exit_file)
             if pid and self.executor.adopt(task.id, pid, attempt.create_time, attempt.exit_file):
                 attempt.pid = pid
-                self.running[task.id] = _Running(attempt)
+                self.running[task.id] = _Running(attempt, self._attempt_cgroup(attempt))
                 adopted += 1
                 continue
             code = read_exit_file(attempt.exit_file)
@@ -271,7 +289,9 @@ class Controller:
             self._finish(task, TaskStatus.FAILED, code,
                          f"{note} (exit code {code})" if note else f"exit code {code}")
         if run.intent is not None:
-            self._kill_leftovers(task_id)
+            self._kill_leftovers(task_id, run.cgroup)
+        if run.cgroup is not None:
+            cgroups.remove(run.cgroup)
         self.tree.forget(task_id)
         log.info("task %d %s ended: %s (exit %s)", task.id, task.fullname, task.status, code)
         if self.settings.shutdown_on_complete and not self.waiting and not self.running \
@@ -471,6 +491,8 @@ class Controller:
         run = self.running.get(task_id)
         if run is None or run.attempt.pid is None:
             return
+        if run.cgroup is not None:
+            cgroups.signal_all(run.cgroup, sig)
         group = run.attempt.pid
         home = str(self.task_home(self.tasks[task_id]))
         self.tree.sample({task_id: group}, {home: task_id}, prune=False)  # forked just now
@@ -481,8 +503,10 @@ class Controller:
             except (ProcessLookupError, PermissionError):
                 continue
 
-    def _kill_leftovers(self, task_id: int) -> None:
+    def _kill_leftovers(self, task_id: int, group: Path | None) -> None:
         """After a stopped task's wrapper exited: SIGKILL descendants that outlived it."""
+        if group is not None:
+            cgroups.signal_all(group, signal.SIGKILL)
         for pid, started in self.tree.known(task_id).items():
             try:
                 if process_create_time(pid, live_only=True) == started:
@@ -590,8 +614,9 @@ class Controller:
         run = self.running.get(task.id)
         if run is not None and attempts:
             attempts[-1] = run.attempt
+        hidden = self.secrets_of(task)
         return {
-            **task.to_wire(),
+            **self.public(task),
             "task_home": str(self.task_home(task)),
             "env_keys": sorted(self.store.get_env(task.env_hash)),
             "pid": run.attempt.pid if run else None,
@@ -600,9 +625,10 @@ class Controller:
             "held_for": self.hold is not None and self.hold.task_id == task.id,
             "hold_devices": list(self.hold.devices) if self.hold and
             self.hold.task_id == task.id else [],
-            "attempt_list": [a.to_wire() for a in attempts],
+            "attempt_list": [{**a.to_wire(), "reason": redact(a.reason, hidden)}
+                             for a in attempts],
             "events": [
-                {"ts": ts, "kind": kind, "detail": detail}
+                {"ts": ts, "kind": kind, "detail": redact(detail, hidden)}
                 for ts, kind, detail in self.store.events(task.id)
             ],
         }
@@ -617,11 +643,13 @@ class Controller:
         roots = {task_id: run.attempt.pid for task_id, run in self.running.items()
                  if run.attempt.pid is not None}
         homes = {str(self.task_home(self.tasks[task_id])): task_id for task_id in roots}
+        members = {task_id: cgroups.members(run.cgroup) for task_id, run in self.running.items()
+                   if run.cgroup is not None}
         backend = self.backend
 
         def read() -> tuple[list[DeviceInfo], dict[int, TreeSample]]:
             # Trees first: a GPU process started between the two reads is then in them.
-            trees = self.tree.sample(roots, homes)
+            trees = self.tree.sample(roots, homes, members=members)
             return (backend.snapshot() if backend else []), trees
 
         devices, trees = await asyncio.to_thread(read)
@@ -791,9 +819,29 @@ class Controller:
             "MEOW_ATTEMPT": str(attempt.n),
             "MEOW_NOTE_FILE": self._note_file(attempt),
         }
+        procs = ""
+        if self.cgroups is not None:
+            group = self.cgroups.create(f"task-{task.id}-{attempt.n}")
+            if group is not None:
+                Path(self._cgroup_file(attempt)).write_text(str(group))
+                self.running[task.id].cgroup = group
+                procs = str(group / "cgroup.procs")
         return self.executor.spawn(
-            task.id, task.command, task.cwd, env, attempt.stdout, attempt.stderr, attempt.exit_file
+            task.id, task.command, task.cwd, env, attempt.stdout, attempt.stderr,
+            attempt.exit_file, procs,
         )
+
+    @staticmethod
+    def _cgroup_file(attempt: Attempt) -> str:
+        return attempt.exit_file.removesuffix(".exit") + ".cgroup"
+
+    def _attempt_cgroup(self, attempt: Attempt) -> Path | None:
+        """The cgroup an attempt runs in, recorded at spawn (read back after a restart)."""
+        try:
+            path = Path(Path(self._cgroup_file(attempt)).read_text().strip())
+        except OSError:
+            return None
+        return path if path.is_dir() else None
 
     async def run(self) -> None:
         """The scheduling loop and the device poller, until cancelled."""

@@ -44,7 +44,7 @@ async def create(c: Controller, r: CreateRequest) -> list[dict[str, Any]]:
 
 async def list_(c: Controller, r: ListRequest) -> list[dict[str, Any]]:
     held = c.hold.task_id if c.hold else None
-    return [{**t.to_wire(), "held_for": t.id == held} for t in c.tasks.values()]
+    return [{**c.public(t), "held_for": t.id == held} for t in c.tasks.values()]
 
 
 async def show(c: Controller, r: ShowRequest) -> dict[str, Any]:
@@ -54,7 +54,7 @@ async def show(c: Controller, r: ShowRequest) -> dict[str, Any]:
 async def wait(c: Controller, r: WaitRequest) -> dict[str, Any]:
     task = c.get(r.target)
     await c.wait(task)
-    return task.to_wire()
+    return c.public(task)
 
 
 async def kill(c: Controller, r: KillRequest) -> dict[str, Any]:
@@ -83,7 +83,9 @@ async def exit_(c: Controller, r: ExitRequest) -> dict[str, Any]:
 
 
 async def set_task(c: Controller, r: SetTaskRequest) -> dict[str, Any]:
-    return c.set_task(c.get(r.target), r.attr, r.value)
+    task = c.get(r.target)
+    c.set_task(task, r.attr, r.value)
+    return c.public(task)
 
 
 async def set_setting(c: Controller, r: SetSettingRequest) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from meowd.config import load_settings
 from meowd.core.errors import MeowError
 from meowd.core.paths import resolve_paths
 from meowd.daemon import AlreadyRunning, Daemon
+from meowd.secrets import LOG_FILTER
 
 log = logging.getLogger("meowd")
 
@@ -50,6 +51,8 @@ def run_daemon(verbose: bool = False) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(LOG_FILTER)  # secret env values never reach the log
     paths = resolve_paths()
     try:
         settings = load_settings(paths)

@@ -22,10 +22,12 @@ import psutil
 
 log = logging.getLogger("meowd.executor")
 
-# $1 command, $2 exit file, $3 working directory. The traps are handlers, not "ignore",
-# so the command itself gets default signal dispositions back at exec.
+# $1 command, $2 exit file, $3 working directory, $4 cgroup.procs to join ("" for none).
+# The traps are handlers, not "ignore", so the command gets default dispositions at exec.
+# The wrapper joins its cgroup before it starts anything, so nothing escapes it.
 WRAPPER = (
     "trap : HUP INT TERM\n"
+    '[ -z "$4" ] || { echo $$ > "$4"; } 2>/dev/null || :\n'
     'cd -- "$3" || exit 127\n'
     '/bin/sh -c "$1"\n'
     "rc=$?\n"
@@ -91,13 +93,13 @@ class LocalExecutor:
 
     def spawn(
         self, task_id: int, command: str, cwd: str, env: dict[str, str],
-        stdout: str, stderr: str, exit_file: str,
+        stdout: str, stderr: str, exit_file: str, cgroup_procs: str = "",
     ) -> Started:
         """Start the task; raises OSError (e.g. unwritable log directory) without side effects."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         pid = os.posix_spawn(
             "/bin/sh",
-            ["/bin/sh", "-c", WRAPPER, "meow-task", command, exit_file, cwd],
+            ["/bin/sh", "-c", WRAPPER, "meow-task", command, exit_file, cwd, cgroup_procs],
             env,
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),

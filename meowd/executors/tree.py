@@ -43,7 +43,8 @@ class TreeTracker:
         return dict(self._known.get(task_id, {}))
 
     def sample(self, roots: dict[int, int], homes: dict[str, int] | None = None,
-               prune: bool = True) -> dict[int, TreeSample]:
+               prune: bool = True, members: dict[int, list[int]] | None = None,
+               ) -> dict[int, TreeSample]:
         """roots: task id -> wrapper pid. One pass over the process table for all tasks.
         With `prune`, tasks not in `roots` are forgotten (they ended).
 
@@ -62,7 +63,7 @@ class TreeTracker:
         known_now = {} if prune else dict(self._known)
         for task_id, root in roots.items():
             known = self._known.get(task_id, {})
-            stack = [root, *escaped.get(task_id, ())]
+            stack = [root, *escaped.get(task_id, ()), *(members or {}).get(task_id, ())]
             stack += [pid for pid, t in known.items() if started.get(pid) == t]
             tree: dict[int, float] = {}
             while stack:

@@ -151,3 +151,16 @@ def test_create_reports_a_daemon_that_cannot_start(meow_home: MeowEnv):
     result = meow_home.meow("create", "true", check=False)
     assert result.returncode == 1
     assert "meowd exited" in result.stderr and "MEOW_FAKE_GPUS" in result.stderr
+
+
+def test_an_unwritable_log_directory_fails_only_that_task(meow_env: MeowEnv):
+    # The next task's home is taken by a file: its logs cannot be written.
+    next_id = max((t["id"] for t in meow_env.tasks().values()), default=0) + 1
+    meow_env.paths.tasks.mkdir(parents=True, exist_ok=True)
+    (meow_env.paths.tasks / str(next_id)).write_text("in the way")
+    meow_env.meow("create", "true", "-n", "doomed", "-c", "0")
+    task = meow_env.wait_status("doomed", "failed")
+    assert task["reason"].startswith("cannot start: ")
+    assert task["exit_code"] is None
+    meow_env.meow("create", "true", "-n", "fine", "-c", "0")
+    meow_env.wait_status("fine", "done")

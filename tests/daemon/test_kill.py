@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import MeowEnv, wait_for
 from tests.daemon.test_create import gate
 
@@ -78,3 +80,28 @@ def test_ids_work_as_names(meow_env: MeowEnv):
     task = meow_env.wait_status("byid", "running")
     meow_env.meow("kill", str(task["id"]))
     meow_env.wait_status("byid", "killed")
+
+
+def test_kill_reaches_what_escaped_everything_but_the_cgroup(meow_env: MeowEnv, tmp_path: Path):
+    from meowd.executors.cgroups import Cgroups
+
+    if Cgroups.detect() is None:
+        pytest.skip("no writable cgroup v2 here")
+    # A grandchild in a new session, with an empty environment, orphaned at once: no
+    # process group, parent link or MEOW_* variable leads back to the task.
+    gc = tmp_path / "gc"
+    meow_env.meow("create", f"setsid env -i /bin/sh -c 'sleep 300 & echo $! > {gc}' ; "
+                  "sleep 300", "-n", "sneaky", "-c", "0")
+    pid = int(wait_for(lambda: gc.exists() and gc.read_text().strip(), what="the grandchild"))
+    assert not _pid_gone(pid)
+    meow_env.meow("kill", "sneaky")
+    meow_env.wait_status("sneaky", "killed")
+    wait_for(lambda: _pid_gone(pid) or _zombie(pid), 10, "the escaped grandchild to die")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] == "Z"
+    except FileNotFoundError:
+        return True

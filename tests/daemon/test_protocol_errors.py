@@ -5,6 +5,7 @@ import os
 import random
 import socket
 import stat
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -134,3 +135,25 @@ def test_other_uid_is_refused(meow_env: MeowEnv):
     os.chmod(path, 0o666)
     assert _connect_as_nobody(path) == "permission_denied"
     assert ping_ok(meow_env)
+
+
+def test_secret_env_values_are_never_shown_or_logged(meow_env: MeowEnv, tmp_path: Path):
+    value = "s3cr3t-T0KEN-value"
+    meow_env.meow("create", "echo ${env:API_TOKEN} > used; printf %s \"$API_TOKEN\" >> used; "
+                  "echo \"note: $API_TOKEN\" > \"$MEOW_NOTE_FILE\"; exit 3",
+                  "-n", "sec", "-c", "0", "--secret", f"API_TOKEN={value}", cwd=str(tmp_path))
+    task = meow_env.wait_status("sec", "failed")
+    assert (tmp_path / "used").read_text() == f"{value}\n{value}"  # the task got it
+    shown = [meow_env.meow(*args).stdout for args in
+             (["list"], ["list", "--json"], ["show", "sec"], ["show", "sec", "--json"])]
+    assert all(value not in out for out in shown)
+    assert task["reason"] == "note: *** (exit code 3)"
+    assert task["command"].startswith("echo *** > used")
+    meow_env.stop()  # flush the daemon log
+    # Everything meowd wrote (its log above all); not the task's own files (tasks/) nor
+    # the database, which must keep the value to run the task after a restart.
+    written = [p for p in meow_env.home.rglob("*") if p.is_file()
+               and not p.name.startswith("meow.db") and "tasks" not in p.parts]
+    assert any(p.name == "test-daemon.log" for p in written)
+    for path in written:
+        assert value.encode() not in path.read_bytes(), path

@@ -47,3 +47,18 @@ def test_bad_names(name):
         return
     with pytest.raises(BadRequest):
         validate_name(name)
+
+
+def test_log_filter_masks_registered_secrets():
+    import logging
+
+    from meowd.secrets import RedactingFilter, redact, secret_values
+
+    env = {"MEOW_SECRET_KEYS": "TOKEN,SHORT", "TOKEN": "abcd-1234", "SHORT": "1"}
+    assert secret_values(env) == {"abcd-1234"}  # too-short values would mask everything
+    assert redact("x abcd-1234 y", {"abcd-1234"}) == "x *** y"
+    record = logging.LogRecord("meowd", logging.INFO, __file__, 1, "cmd %s failed",
+                               ("curl -H abcd-1234",), None)
+    f = RedactingFilter()
+    f.secrets.add("abcd-1234")
+    assert f.filter(record) and record.getMessage() == "cmd curl -H *** failed"

@@ -1,0 +1,110 @@
+"""One cgroup v2 per task attempt, when the hierarchy is there and writable.
+
+A cgroup holds every process a task starts, whatever they do (new sessions, double
+forks, re-parenting), so `meow kill` can stop them all at once (cgroup.kill) and the
+task's membership is exact. meowd creates `meow.tasks/` under its own cgroup and one
+child per attempt; the task's wrapper moves itself in before it runs anything, so no
+process escapes between spawn and placement. Without a writable cgroup v2, meow falls
+back to the process group plus tracked descendants (see tree.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+
+log = logging.getLogger("meowd.cgroups")
+
+
+def _mount() -> Path | None:
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                if right.split()[0] == "cgroup2":
+                    return Path(left.split()[4])
+    except (OSError, IndexError):
+        pass
+    return None
+
+
+def _own_cgroup() -> str | None:
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return line[3:].strip()
+    except OSError:
+        pass
+    return None
+
+
+class Cgroups:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+
+    @classmethod
+    def detect(cls) -> Cgroups | None:
+        """`meow.tasks/` under meowd's own cgroup, if cgroup v2 lets us create it."""
+        if os.environ.get("MEOW_NO_CGROUPS"):
+            return None
+        mount, own = _mount(), _own_cgroup()
+        if mount is None or own is None:
+            return None
+        base = mount / own.lstrip("/") / "meow.tasks"
+        try:
+            base.mkdir(exist_ok=True)
+            probe = base / f"probe-{os.getpid()}"
+            probe.mkdir(exist_ok=True)
+            probe.rmdir()
+        except OSError as exc:
+            log.info("cgroup v2 not writable (%s): process groups and tracked descendants "
+                     "it is", exc)
+            return None
+        log.info("tasks get their own cgroups under %s", base)
+        return cls(base)
+
+    def create(self, name: str) -> Path | None:
+        path = self.base / name
+        try:
+            path.mkdir(exist_ok=True)
+        except OSError as exc:
+            log.warning("cannot create cgroup %s: %s", path, exc)
+            return None
+        return path
+
+
+def members(path: Path) -> list[int]:
+    try:
+        return [int(pid) for pid in (path / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def signal_all(path: Path, sig: int) -> bool:
+    """Signal every process in the cgroup (SIGKILL via cgroup.kill when the kernel has
+    it). False when the cgroup is gone."""
+    if not path.is_dir():
+        return False
+    if sig == signal.SIGKILL:
+        try:
+            (path / "cgroup.kill").write_text("1")
+            return True
+        except OSError:
+            pass
+    for pid in members(path):
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            continue
+    return True
+
+
+def remove(path: Path) -> None:
+    """Delete an attempt's cgroup once empty (a cgroup with live processes stays)."""
+    try:
+        path.rmdir()
+    except OSError:
+        pass
