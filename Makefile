@@ -19,6 +19,7 @@ demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" ./examples/demo.sh
 
 test: install
+	@./.ci/ensure-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

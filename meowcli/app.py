@@ -441,6 +441,18 @@ def clean(
                                                     if verbose and removed else ""))
 
 
+@app.command("top")
+def top(demo: Annotated[bool, typer.Option(
+        "--demo", help="Show made-up data instead of connecting (to try the keys).")] = False,
+        ) -> None:
+    """A live monitor: GPUs with their memory split (meow, others, reserved, free), the
+    task tree with why each waiting task waits, and the selected task's log. Keys are
+    listed at the bottom; q quits. Updates are pushed by meowd as they happen."""
+    from meowcli.top import MeowTop, StaticSource, demo_state
+
+    MeowTop(StaticSource(demo_state(time.time())) if demo else None).run()
+
+
 @app.command("meow")
 def meow_() -> None:
     """Print the version."""

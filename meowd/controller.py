@@ -96,6 +96,8 @@ class Controller:
         self.running: dict[int, _Running] = {}
         self.tree = TreeTracker()
         self.cgroups = Cgroups.detect()
+        self.version = 0
+        self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.on_idle: Callable[[], None] | None = None
         """Called when the last task ends and `shutdown_on_complete` is set."""
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
@@ -116,6 +118,7 @@ class Controller:
     def public(self, task: Task) -> dict[str, Any]:
         """A task as clients see it: secret values masked wherever they appear."""
         data = task.to_wire()
+        data["why"] = self.why_waiting(task)
         hidden = self.secrets_of(task)
         if hidden:
             for key in ("command", "reason", "warning"):
@@ -131,6 +134,53 @@ class Controller:
         if task.status is TaskStatus.WAITING:
             self.waiting[task.id] = task
             self._sync_queue(task)
+
+    # -- change notification (meow top) --------------------------------------------------
+    def bump(self) -> None:
+        """Something a subscriber shows changed: wake every `changed()` waiter."""
+        self.version += 1
+        if not self._changed.done():
+            self._changed.set_result(None)
+        self._changed = asyncio.get_running_loop().create_future()
+
+    async def changed(self) -> None:
+        await asyncio.shield(self._changed)
+
+    def state(self) -> dict[str, Any]:
+        """Everything `meow top` shows, in one message."""
+        held = self.hold.task_id if self.hold else None
+        return {
+            "version": self.version,
+            "tasks": [{**self.public(t), "held_for": t.id == held, **self._log_paths(t)}
+                      for t in self.tasks.values()],
+            "devices": self.devices(),
+            "cpu_slots": self.settings.cpu_slots,
+        }
+
+    def _log_paths(self, task: Task) -> dict[str, str | None]:
+        """The latest attempt's logs (the naming `schedule` uses), for `meow top`."""
+        if not task.attempts:
+            return {"stdout": None, "stderr": None}
+        base = self.task_home(task) / f"attempt-{task.attempts}"
+        return {"stdout": f"{base}.stdout.log", "stderr": f"{base}.stderr.log"}
+
+    def why_waiting(self, task: Task) -> str | None:
+        """Why a waiting task has not started, in words (None if it is about to)."""
+        if task.status is not TaskStatus.WAITING:
+            return None
+        if task.reason and task.reason.startswith(("waiting for", "blocked:")):
+            return task.reason
+        if self.hold is not None and self.hold.task_id == task.id:
+            gpus = ",".join(map(str, self.hold.devices))
+            return f"GPUs {gpus} held for it until they have room"
+        if task.min_devices == 0:
+            return f"all {self.settings.cpu_slots} CPU slots busy"
+        why = (f"no {task.min_devices} GPU(s) with "
+               f"{format_mib(task.requires_memory_per_device)} free")
+        if self.hold is not None and self.hold.task_id in self.tasks:
+            held = self.tasks[self.hold.task_id]
+            why += f"; GPUs {','.join(map(str, self.hold.devices))} held for {held.fullname}"
+        return why
 
     # -- dependencies --------------------------------------------------------------------
     def _blocker(self, task: Task) -> Task | None:
@@ -220,6 +270,7 @@ class Controller:
             self.waiting.pop(task.id, None)
         self._sync_queue(task)
         self.store.update_task(task, str(status), reason)
+        self.bump()
         if status not in ACTIVE:
             self._release_waiters(task.id)
         if status is not TaskStatus.RUNNING:
@@ -308,6 +359,7 @@ class Controller:
         self.queue.discard(task.id)
         self.store.delete_tasks([task.id])
         self._release_waiters(task.id)
+        self.bump()
         for succ_id in self.successors.pop(task.id, ()):
             succ = self.tasks.get(succ_id)
             if succ is not None:
@@ -425,6 +477,7 @@ class Controller:
         for task in new:
             self._index(task)
         self._wake.set()
+        self.bump()
         return [{"id": t.id, "name": t.name, "fullname": t.fullname} for t in new]
 
     # -- selection and bulk commands -----------------------------------------------------
@@ -577,6 +630,7 @@ class Controller:
             self.store.update_task(task, "set", f"{attr}={value!r}")
         self._sync_queue(task)
         self._wake.set()
+        self.bump()
         return task.to_wire()
 
     def set_setting(self, key: str, value: Any) -> dict[str, Any]:
@@ -666,6 +720,8 @@ class Controller:
         self._record_usage(trees, usage)
         if changed:
             self._wake.set()
+        if changed or self.running:
+            self.bump()  # memory bars, usage and runtimes move on screen
 
     def _record_usage(self, trees: dict[int, TreeSample],
                       usage: dict[int, dict[int, int]]) -> None:
@@ -757,6 +813,8 @@ class Controller:
         if plan.hold != self.hold and plan.hold is not None:
             held = self.tasks[plan.hold.task_id]
             log.info("holding GPUs %s for task %d %s", plan.hold.devices, held.id, held.fullname)
+        if plan.hold != self.hold:
+            self.bump()
         self.hold = plan.hold
         placements = plan.placements
         if not placements:

@@ -25,6 +25,7 @@ from meowd.core.protocol import (
     SetSettingRequest,
     SetTaskRequest,
     ShowRequest,
+    SubscribeRequest,
     WaitRequest,
 )
 
@@ -96,11 +97,16 @@ async def clean(c: Controller, r: CleanRequest) -> dict[str, Any]:
     return {"removed": c.clean(r.before, r.after, r.all)}
 
 
+async def subscribe(c: Controller, r: SubscribeRequest) -> dict[str, Any]:
+    return c.state()  # the server streams further states (see Server._push)
+
+
 HANDLERS: dict[type[Request], Handler] = {
     PingRequest: ping, CreateRequest: create, ListRequest: list_, ShowRequest: show,
     WaitRequest: wait, KillRequest: kill, CancelRequest: cancel, ResumeRequest: resume,
     RemoveRequest: remove, DevicesRequest: devices, ExitRequest: exit_,
     SetTaskRequest: set_task, SetSettingRequest: set_setting, CleanRequest: clean,
+    SubscribeRequest: subscribe,
 }
 
 

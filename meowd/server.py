@@ -18,7 +18,13 @@ from pathlib import Path
 from meowd.controller import Controller
 from meowd.core.errors import FrameTooLarge, MeowError, PermissionDenied
 from meowd.core.framing import FrameDecoder, decode_payload, encode_frame
-from meowd.core.protocol import ExitRequest, error_reply, ok_reply, request_from_wire
+from meowd.core.protocol import (
+    ExitRequest,
+    SubscribeRequest,
+    error_reply,
+    ok_reply,
+    request_from_wire,
+)
 from meowd.handlers import dispatch
 
 log = logging.getLogger("meowd.server")
@@ -31,6 +37,15 @@ IDLE_TIMEOUT = 600.0
 Waiting on a reply (`meow wait`, `watch`) is not idle: the daemon is the one working."""
 WRITE_TIMEOUT = 60.0
 """A client that does not read its replies for this long is dropped."""
+
+
+def _as_subscribe(payload: bytes) -> SubscribeRequest | None:
+    """The payload as a valid subscribe request, else None (answered the usual way)."""
+    try:
+        request = request_from_wire(decode_payload(payload))
+    except MeowError:
+        return None
+    return request if isinstance(request, SubscribeRequest) else None
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -115,6 +130,10 @@ class Server:
                 await self._drain(writer)
                 return
             for payload in frames:
+                subscribe = _as_subscribe(payload)
+                if subscribe is not None:
+                    await self._push(subscribe, reader, writer)
+                    return
                 exit_request, ok = await self._answer(payload, writer)
                 errors = 0 if ok else errors + 1
                 if exit_request is not None:
@@ -139,6 +158,22 @@ class Server:
         writer.write(encode_frame(reply))
         await self._drain(writer)
         return (request if isinstance(request, ExitRequest) and ok else None), ok
+
+    async def _push(self, request: SubscribeRequest, reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter) -> None:
+        """Send the whole state now and after each change, until the client leaves."""
+        gone = asyncio.ensure_future(reader.read(1))  # any byte or EOF ends the subscription
+        try:
+            while not gone.done():
+                version = self.controller.version
+                writer.write(encode_frame(ok_reply(self.controller.state())))
+                await self._drain(writer)
+                await asyncio.sleep(1 / request.max_rate)  # coalesce bursts of changes
+                if self.controller.version == version:
+                    await asyncio.wait([gone, asyncio.ensure_future(self.controller.changed())],
+                                       return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
 
     async def _drain(self, writer: asyncio.StreamWriter) -> None:
         async with asyncio.timeout(self.write_timeout):

@@ -261,6 +261,25 @@ class ExitRequest(Request):
         return {"kill": self.kill}
 
 
+@dataclass(frozen=True)
+class SubscribeRequest(Request):
+    """Keep the connection: the daemon pushes a full state (tasks, devices) at once and
+    again after every change (at most `max_rate` times a second). For `meow top`."""
+
+    op: ClassVar[str] = "subscribe"
+    max_rate: float = 10.0
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> SubscribeRequest:
+        rate = _get(args, "max_rate", (int, float), 10.0)
+        if not 0.1 <= rate <= 100:
+            raise BadRequest("max_rate must be between 0.1 and 100 updates a second")
+        return cls(float(rate))
+
+    def to_args(self) -> dict[str, Any]:
+        return {"max_rate": self.max_rate}
+
+
 SETTABLE_ATTRS = ("name", "priority", "requires_memory_per_device", "min_devices")
 
 
@@ -344,7 +363,7 @@ REQUESTS: dict[str, type[Request]] = {
     for cls in (
         PingRequest, CreateRequest, ListRequest, ShowRequest, WaitRequest, KillRequest,
         CancelRequest, ResumeRequest, RemoveRequest, DevicesRequest, ExitRequest,
-        SetTaskRequest, SetSettingRequest, CleanRequest,
+        SetTaskRequest, SetSettingRequest, CleanRequest, SubscribeRequest,
     )
 }
 
