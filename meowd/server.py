@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import socket
+import sqlite3
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -151,6 +152,12 @@ class Server:
             ok = True
         except MeowError as exc:
             reply, ok = error_reply(exc), False
+        except (sqlite3.OperationalError, OSError) as exc:
+            # Disk full, read-only or vanished state: the request fails, meowd carries on.
+            log.error("request %r could not be stored: %s", getattr(request, "op", "?"), exc)
+            state = self.controller.paths.state
+            reply, ok = error_reply(MeowError(
+                f"meowd cannot write its state under {state}: {exc}")), False
         except Exception as exc:
             log.exception("request %r failed", getattr(request, "op", "?"))
             internal = MeowError(f"internal error: {type(exc).__name__}: {exc}")

@@ -1,0 +1,58 @@
+"""The SQLite store: a database written by an older meowd opens and keeps its tasks."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from meowd.core.models import Task, TaskStatus
+from meowd.store import SCHEMA_VERSION, Store
+
+# The tasks table and meta of schema 1 (meow 0.1), as that version created them.
+SCHEMA_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY) STRICT;
+CREATE TABLE envs (hash TEXT PRIMARY KEY, data BLOB NOT NULL) STRICT;
+CREATE TABLE tasks (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, fullname TEXT NOT NULL UNIQUE,
+    command TEXT NOT NULL, cwd TEXT NOT NULL, env_hash TEXT NOT NULL,
+    priority INTEGER NOT NULL, min_devices INTEGER NOT NULL, memory ANY NOT NULL,
+    status TEXT NOT NULL, devices TEXT NOT NULL, reserved_mib TEXT NOT NULL,
+    exit_code INTEGER, reason TEXT, created_at REAL NOT NULL, started_at REAL,
+    ended_at REAL, attempts INTEGER NOT NULL
+) STRICT;
+INSERT INTO meta VALUES ('schema_version', 1);
+INSERT INTO tasks VALUES (7, 'old', 'old', 'true', '/', 'h', 2, 1, 0.5, 'waiting', '[]', '[]',
+                          NULL, NULL, 1.0, NULL, NULL, 0);
+"""
+
+
+def test_a_schema_1_database_is_migrated_in_place(tmp_path: Path):
+    path = tmp_path / "meow.db"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_1)
+    db.close()
+    store = Store(path)
+    (task,) = store.load_tasks()
+    assert (task.id, task.fullname, task.priority, task.requires_memory_per_device) == \
+        (7, "old", 2, 0.5)
+    assert task.depends_on == [] and task.usage.gpu_peak_mib == {}
+    task.depends_on, task.enforce_memory = [3], True
+    task.usage.gpu_peak_mib[0] = 1234
+    store.update_task(task)
+    store.close()
+    (again,) = Store(path).load_tasks()
+    assert again.depends_on == [3] and again.enforce_memory
+    assert again.usage.gpu_peak_mib == {0: 1234}
+    assert sqlite3.connect(path).execute(
+        "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_round_trip_of_every_field(tmp_path: Path):
+    store = Store(tmp_path / "meow.db")
+    task = Task(1, "t", "g/t", "echo", "/w", "h", priority=3, min_devices=2,
+                requires_memory_per_device=1000, status=TaskStatus.RUNNING, devices=[0, 1],
+                reserved_mib=[1000, 1000], created_at=5.0, started_at=6.0, attempts=1,
+                depends_on=[9], warning="hot")
+    store.insert_tasks([task])
+    (loaded,) = store.load_tasks()
+    assert loaded == task
