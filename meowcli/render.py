@@ -66,9 +66,8 @@ def _peak_gpu(task: dict[str, Any]) -> str:
 
 
 def _note(task: dict[str, Any], width: int = 48) -> str:
-    note = task.get("warning") or (task["reason"] if task["status"] == "waiting" else "") or ""
-    if task["status"] == "waiting" and task.get("held_for"):
-        note = note or "GPUs held for it"
+    waiting = task["status"] == "waiting"
+    note = task.get("warning") or (task.get("why") or task["reason"] if waiting else "") or ""
     return note if len(note) <= width else note[: width - 3] + "..."
 
 

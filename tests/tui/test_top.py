@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Static
 
-from meowcli.top import MeowTop, StaticSource, demo_state
+from meowcli.top import Detail, MeowTop, StaticSource, demo_state
 from tests.conftest import BIN, MeowEnv, wait_for
 
 T0 = 1_795_000_000.0
@@ -66,6 +66,10 @@ async def test_panels_fill_and_actions_change_tasks(top_env: MeowEnv, tmp_path: 
         await pilot.press("r", "plus")
         await until(pilot, lambda: top_env.tasks()["exp/eval"]["priority"] == 1,
                     what="priority +1")
+        await pilot.press("d")  # the full detail of the task
+        await until(pilot, lambda: isinstance(app.screen, Detail), what="the detail view")
+        assert "task 2: exp/eval" in str(app.screen.query_one(Static).render())
+        await pilot.press("escape")
         # kill asks first
         app.query_one("#tasks", DataTable).move_cursor(row=1)
         await pilot.press("k")
