@@ -40,15 +40,6 @@ WRITE_TIMEOUT = 60.0
 """A client that does not read its replies for this long is dropped."""
 
 
-def _as_subscribe(payload: bytes) -> SubscribeRequest | None:
-    """The payload as a valid subscribe request, else None (answered the usual way)."""
-    try:
-        request = request_from_wire(decode_payload(payload))
-    except MeowError:
-        return None
-    return request if isinstance(request, SubscribeRequest) else None
-
-
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     return _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
 
@@ -131,11 +122,10 @@ class Server:
                 await self._drain(writer)
                 return
             for payload in frames:
-                subscribe = _as_subscribe(payload)
+                exit_request, ok, subscribe = await self._answer(payload, writer)
                 if subscribe is not None:
                     await self._push(subscribe, reader, writer)
                     return
-                exit_request, ok = await self._answer(payload, writer)
                 errors = 0 if ok else errors + 1
                 if exit_request is not None:
                     self._on_exit(exit_request.kill)
@@ -144,10 +134,14 @@ class Server:
 
     async def _answer(
         self, payload: bytes, writer: asyncio.StreamWriter
-    ) -> tuple[ExitRequest | None, bool]:
+    ) -> tuple[ExitRequest | None, bool, SubscribeRequest | None]:
+        """Decode, check and run one request, and write its reply; a valid subscribe is
+        handed back instead (the caller streams states on this connection)."""
         request = None
         try:
             request = request_from_wire(decode_payload(payload))
+            if isinstance(request, SubscribeRequest):
+                return None, True, request
             reply = ok_reply(await dispatch(self.controller, request))
             ok = True
         except MeowError as exc:
@@ -164,7 +158,7 @@ class Server:
             reply, ok = error_reply(internal), False
         writer.write(encode_frame(reply))
         await self._drain(writer)
-        return (request if isinstance(request, ExitRequest) and ok else None), ok
+        return (request if isinstance(request, ExitRequest) and ok else None), ok, None
 
     async def _push(self, request: SubscribeRequest, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter) -> None:

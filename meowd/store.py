@@ -112,24 +112,36 @@ _MIGRATIONS = {
 }
 
 
+_EMPTY_USAGE = TaskUsage()
+_NO_USAGE = json.dumps(_EMPTY_USAGE.to_wire())
+
+
+def _json_list(values: list[int]) -> str:
+    return json.dumps(values) if values else "[]"  # most lists are empty: skip the encoder
+
+
 def _task_row(t: Task) -> dict[str, Any]:
     """Column name -> value. The only place that knows how a Task maps to its row."""
+    usage = t.usage
     return {
         "id": t.id, "name": t.name, "fullname": t.fullname, "command": t.command, "cwd": t.cwd,
         "env_hash": t.env_hash, "priority": t.priority, "min_devices": t.min_devices,
         "memory": t.requires_memory_per_device, "status": str(t.status),
-        "devices": json.dumps(t.devices), "reserved_mib": json.dumps(t.reserved_mib),
+        "devices": _json_list(t.devices), "reserved_mib": _json_list(t.reserved_mib),
         "exit_code": t.exit_code, "reason": t.reason, "created_at": t.created_at,
         "started_at": t.started_at, "ended_at": t.ended_at, "attempts": t.attempts,
-        "depends_on": json.dumps(t.depends_on), "enforce_memory": int(t.enforce_memory),
-        "warning": t.warning, "usage": json.dumps(t.usage.to_wire()),
+        "depends_on": _json_list(t.depends_on), "enforce_memory": int(t.enforce_memory),
+        "warning": t.warning,
+        "usage": _NO_USAGE if usage == _EMPTY_USAGE else json.dumps(usage.to_wire()),
     }
 
 
 _TASK_COLUMNS = tuple(_task_row(Task(0, "", "", "", "", "")))
 _SELECT_TASKS = f"SELECT {', '.join(_TASK_COLUMNS)} FROM tasks"
+# Positional for the bulk insert: binding 22 named parameters per row cost a third of a
+# 10,000-task create. The values come from `_task_row`, in its (= _TASK_COLUMNS) order.
 _INSERT_TASK = (f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) "
-                f"VALUES ({', '.join(':' + c for c in _TASK_COLUMNS)})")
+                f"VALUES ({', '.join('?' * len(_TASK_COLUMNS))})")
 # Identity and origin never change after creation.
 _UPDATE_TASK = "UPDATE tasks SET " + ", ".join(
     f"{c} = :{c}" for c in _TASK_COLUMNS if c not in {"id", "command", "cwd", "env_hash",
@@ -217,7 +229,7 @@ class Store:
 
     def insert_tasks(self, tasks: list[Task]) -> None:
         with self.transaction():
-            self._db.executemany(_INSERT_TASK, [_task_row(t) for t in tasks])
+            self._db.executemany(_INSERT_TASK, [tuple(_task_row(t).values()) for t in tasks])
             if tasks:
                 self._set_meta("next_task_id", tasks[-1].id + 1)
             now = time.time()

@@ -73,8 +73,10 @@ class Candidate:
         return (-self.priority, self.created_at, self.task_id)
 
     @property
-    def shape(self) -> tuple[int, MemoryRequest]:
-        return (self.min_devices, self.memory)
+    def shape(self) -> tuple[int, MemoryRequest, bool]:
+        """Tasks of one shape fit or fail alike. 1 (MiB) and 1.0 (100%) hash alike in
+        Python, hence the type in the key."""
+        return (self.min_devices, self.memory, isinstance(self.memory, float))
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ class WaitQueue:
     """Tasks ready to start, grouped by shape, each group sorted in queue order."""
 
     def __init__(self, candidates: Iterable[Candidate] = ()) -> None:
-        self._shapes: dict[tuple[int, MemoryRequest], list[tuple[tuple, Candidate]]] = {}
+        self._shapes: dict[tuple[int, MemoryRequest, bool], list[tuple[tuple, Candidate]]] = {}
         self._where: dict[int, Candidate] = {}
         for candidate in candidates:
             self.add(candidate)

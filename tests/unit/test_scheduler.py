@@ -211,3 +211,11 @@ def test_a_shape_that_failed_once_is_not_scanned_again():
     queue.add(cand(20_000, 1, 1 * GiB))
     plan = place(queue, [dev(0, 24 * GiB)], 4, Policy(starvation_guard=False))
     assert started(plan) == {20_000: (0,)}
+
+
+def test_one_mib_and_a_whole_gpu_are_different_shapes():
+    # 1 == 1.0 in Python; a queue keyed on that would let a failing "whole GPU" request
+    # hide a 1 MiB request behind it.
+    plan = place([cand(1, 1, 1.0), cand(2, 1, 1)], [dev(0, 10 * GiB)], 0,
+                 Policy(starvation_guard=False))
+    assert started(plan) == {2: (0,)}
