@@ -21,15 +21,19 @@ meow create "$step 1" -n eval-3 -M 0.5
 meow create "$step 1" -n big -c 4 -M 20000 -p 2
 meow create "echo \"\$MEOW_TASK_NAME on the CPU\"" -n prep -c 0
 meow create "python3 -c 'import sys; sys.exit(3)'" -n broken -c 0
+echo "== a Cattino task file: train -> eval, in sequence"
+(cd examples/cattino && meow create pipeline.py)
 sleep 0.5
 echo "== while running"
 meow list
 meow devices
 echo "== waiting for every task to finish"
-for name in train-a train-b eval-1 eval-2 eval-3 big prep broken; do
+for name in train-a train-b eval-1 eval-2 eval-3 big prep broken pipeline/train pipeline/eval; do
     meow watch "$name" >/dev/null 2>&1 || true
 done
 meow list
+echo "== the pipeline ran in order"
+cat examples/cattino/ran.log && rm -f examples/cattino/ran.log
 echo "== where each task ran (its own stdout)"
 for name in train-a train-b eval-1 eval-2 eval-3 big prep; do
     cat "$MEOW_HOME"/tasks/*/attempt-1.stdout.log 2>/dev/null | grep "^$name " || true
