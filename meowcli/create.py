@@ -129,6 +129,9 @@ def create(args: CreateArgs) -> int:
     """Ship one command to the daemon (starting it if needed). Returns the exit status."""
     from meowcli.connection import open_connection
 
+    if args.input.endswith(".py") and " " not in args.input and not os.path.exists(args.input):
+        raise BadRequest(f"no task file {args.input} (to run a command, quote it: "
+                         f"meow create \"python {args.input}\")")
     if args.min_devices is not None and args.min_devices < 0:
         raise BadRequest("--min-devices must be 0 or more")
     cwd = os.path.abspath(args.cwd) if args.cwd else os.getcwd()

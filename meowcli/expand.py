@@ -127,12 +127,11 @@ def taskfile_specs(args: Any, state_dir: Path, hook_timeout: float) -> list[dict
         except BadRequest:
             raise
         except Exception as exc:
-            import traceback
-
-            traceback.print_exc()
+            _print_user_traceback(exc, script)
             raise BadRequest(f"{args.input} raised {type(exc).__name__}: {exc}") from None
         if not objects:
-            raise BadRequest(f"{args.input} exported no tasks: call cattino.export(task) in it")
+            raise BadRequest(f"{args.input} exported no tasks: call cattino.export(task) in it, "
+                             f"or run it as a command: meow create \"python {args.input}\"")
         found = leaves(objects)
         run_dir = None
         if any(_needs_runner(leaf) for leaf in found):
@@ -167,6 +166,16 @@ def _topological(leaves: list[Any], edges: list[tuple[Any, Any]]) -> list[Any]:
                 order.append(leaf)
                 break
     return order
+
+
+def _print_user_traceback(exc: BaseException, script: str) -> None:
+    """The script's own frames only: meow's and runpy's are noise to its author."""
+    import traceback
+
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != script:
+        tb = tb.tb_next
+    traceback.print_exception(type(exc), exc, tb or exc.__traceback__, file=sys.stderr)
 
 
 def _needs_runner(leaf: Any) -> bool:

@@ -295,3 +295,22 @@ def test_override_allow_replaces_and_shutdown_on_complete_exits(meow_env: MeowEn
     meow_env.meow("set", "shutdown_on_complete", "true")
     meow_env.meow("create", "sleep 0.5", "-n", "last", "-c", "0")
     assert meow_env.daemon.wait(20) == 0  # the daemon left by itself once idle
+
+
+def test_task_file_mistakes_get_one_clear_line(meow_env: MeowEnv, tmp_path: Path):
+    write(tmp_path / "plain.py", "print('I export nothing')\n")
+    write(tmp_path / "boom.py", "import cattino\nraise ValueError('oops')\n")
+    cases = {
+        "plain.py": 'exported no tasks: call cattino.export(task) in it, or run it as a '
+                    'command: meow create "python plain.py"',
+        "boom.py": "boom.py raised ValueError: oops",
+        "missing.py": "no task file missing.py",
+    }
+    for script, message in cases.items():
+        result = meow_env.meow("create", script, cwd=str(tmp_path), check=False)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines()[-1].endswith(message) or \
+            message in result.stderr.strip().splitlines()[-1]
+    boom = meow_env.meow("create", "boom.py", cwd=str(tmp_path), check=False).stderr
+    assert 'File "' + str(tmp_path / "boom.py") in boom and "_capture.py" not in boom
+    assert meow_env.tasks() == {}
