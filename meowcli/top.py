@@ -192,6 +192,12 @@ class MeowTop(App[None]):
                           "WHY / NOTE")
         self.source.start(self)
         self.set_interval(0.3, self.follow_log)
+        self.set_interval(1.0, self._tick)
+
+    def _tick(self) -> None:
+        """Runtimes move on by the clock, not by the daemon: redraw while tasks run."""
+        if any(t["status"] == "running" for t in self.state["tasks"]):
+            self._fill_tasks()
 
     # -- states from the source ----------------------------------------------------------
     def set_connection(self, text: str) -> None:

@@ -729,15 +729,16 @@ class Controller:
             usage[device.index] = per_task
         changed = devices != self._snapshot.devices
         self._snapshot = _Snapshot(devices, usage)
-        self._record_usage(trees, usage)
+        peaks_moved = self._record_usage(trees, usage)
         if changed:
             self._wake.set()
-        if changed or self.running:
-            self.bump()  # memory bars, usage and runtimes move on screen
+        if changed or peaks_moved:
+            self.bump()  # memory bars and usage move on screen (runtimes tick client-side)
 
     def _record_usage(self, trees: dict[int, TreeSample],
-                      usage: dict[int, dict[int, int]]) -> None:
-        """Live and peak usage per running task; warn (or stop) a task over its memory."""
+                      usage: dict[int, dict[int, int]]) -> bool:
+        """Live and peak usage per running task; warn (or stop) a task over its memory.
+        True when a peak or a warning changed."""
         dirty: list[Task] = []
         for task_id, sample in trees.items():
             task = self.tasks.get(task_id)
@@ -765,6 +766,7 @@ class Controller:
             with self.store.transaction():
                 for task in dirty:
                     self.store.update_task(task)
+        return bool(dirty)
 
     @staticmethod
     def _over_memory(task: Task) -> str | None:
