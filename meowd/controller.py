@@ -655,9 +655,14 @@ class Controller:
 
     def clean(self, before: float | None, after: float | None, everything: bool) -> list[str]:
         """Forget finished tasks that ended in the window and delete their logs."""
+        def awaited(task: Task) -> bool:  # a waiting successor still needs its outcome
+            return any(self.tasks[s].status is TaskStatus.WAITING
+                       for s in self.successors.get(task.id, ()) if s in self.tasks)
+
         chosen = [
             t for t in self.tasks.values()
-            if t.status in TERMINAL and t.id not in self.running and (everything or (
+            if t.status in TERMINAL and t.id not in self.running and not awaited(t) and (
+                everything or (
                 t.ended_at is not None
                 and (before is None or t.ended_at < before)
                 and (after is None or t.ended_at > after)))

@@ -172,6 +172,10 @@ def test_a_failed_middle_task_blocks_its_successors(meow_env: MeowEnv, tmp_path:
     assert (last["status"], last["reason"]) == ("waiting", "blocked: dag/middle failed")
     assert not (tmp_path / "last-ran").exists()
     assert "blocked: dag/middle failed" in meow_env.meow("list").stdout
+    # clean keeps a failed task that a waiting task still depends on
+    cleaned = meow_env.meow("clean", "--all", "-v").stdout
+    assert "dag/middle" not in cleaned and "dag/side" in cleaned
+    assert meow_env.tasks()["dag/last"]["reason"] == "blocked: dag/middle failed"
     # With cascade_cancel_on_failure, the successors are cancelled instead.
     meow_env.meow("set", "cascade_cancel_on_failure", "true")
     meow_env.meow("create", "dag.py", "-g", "again", cwd=str(tmp_path))
