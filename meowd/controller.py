@@ -38,6 +38,7 @@ from meowd.core.scheduler import (
     place,
 )
 from meowd.core.units import format_mib
+from meowd.core.usage import attribute, over_memory, record
 from meowd.devices import NO_GPU_HINT, DeviceBackend, DeviceInfo
 from meowd.executors import cgroups
 from meowd.executors.cgroups import Cgroups
@@ -724,14 +725,8 @@ class Controller:
             return (backend.snapshot() if backend else []), trees
 
         devices, trees = await asyncio.to_thread(read)
-        usage: dict[int, dict[int, int]] = {}
-        for device in devices:
-            per_task: dict[int, int] = {}
-            for proc in device.processes:
-                owner = self.tree.owner_of(proc.pid)
-                if owner is not None:
-                    per_task[owner] = per_task.get(owner, 0) + proc.used_mib
-            usage[device.index] = per_task
+        usage = attribute(((d.index, ((p.pid, p.used_mib) for p in d.processes))
+                           for d in devices), self.tree.owner_of)
         changed = devices != self._snapshot.devices
         self._snapshot = _Snapshot(devices, usage)
         peaks_moved = self._record_usage(trees, usage)
@@ -749,16 +744,10 @@ class Controller:
             task = self.tasks.get(task_id)
             if task is None or task_id not in self.running:
                 continue
-            u = task.usage
-            peaks = (u.rss_peak_mib, dict(u.gpu_peak_mib))
-            u.rss_mib, u.cpu_seconds = sample.rss_mib, max(u.cpu_seconds, sample.cpu_seconds)
-            u.rss_peak_mib = max(u.rss_peak_mib, sample.rss_mib)
-            u.gpu_mib = {i: per[task_id] for i, per in usage.items() if task_id in per}
-            for index, mib in u.gpu_mib.items():
-                u.gpu_peak_mib[index] = max(u.gpu_peak_mib.get(index, 0), mib)
-            if (u.rss_peak_mib, u.gpu_peak_mib) != peaks:
+            gpu = {i: per[task_id] for i, per in usage.items() if task_id in per}
+            if record(task.usage, sample.rss_mib, sample.cpu_seconds, gpu):
                 dirty.append(task)
-            over = self._over_memory(task)
+            over = over_memory(task)
             if over and task.warning != over:
                 task.warning = over
                 self.store.event(task.id, "over_memory", over)
@@ -772,15 +761,6 @@ class Controller:
                 for task in dirty:
                     self.store.update_task(task)
         return bool(dirty)
-
-    @staticmethod
-    def _over_memory(task: Task) -> str | None:
-        for index, reserved in zip(task.devices, task.reserved_mib, strict=False):
-            used = task.usage.gpu_mib.get(index, 0)
-            if reserved and used > reserved:
-                return (f"uses {format_mib(used)} on GPU {index}, over the "
-                        f"{format_mib(reserved)} it asked for")
-        return None
 
     def accounting(self) -> list[Usage]:
         result = []

@@ -219,3 +219,21 @@ def test_one_mib_and_a_whole_gpu_are_different_shapes():
     plan = place([cand(1, 1, 1.0), cand(2, 1, 1)], [dev(0, 10 * GiB)], 0,
                  Policy(starvation_guard=False))
     assert started(plan) == {2: (0,)}
+
+
+def test_usage_attribution_records_peaks_and_flags_over_use():
+    from meowd.core.models import Task
+    from meowd.core.usage import attribute, over_memory, record
+
+    owners = {100: 1, 101: 1, 200: 2}
+    usage = attribute([(0, [(100, 3000), (101, 1000), (999, 5000)]), (1, [(200, 700)])],
+                      owners.get)
+    assert usage == {0: {1: 4000}, 1: {2: 700}}  # pid 999 is another user's
+    task = Task(1, "t", "t", "c", "/", "h", devices=[0], reserved_mib=[2000])
+    assert record(task.usage, 500, 1.5, {0: 4000}) is True
+    assert record(task.usage, 400, 1.0, {0: 1000}) is False  # below the peaks
+    assert (task.usage.gpu_peak_mib, task.usage.rss_peak_mib, task.usage.cpu_seconds) == \
+        ({0: 4000}, 500, 1.5)
+    assert over_memory(task) is None  # live 1000 of the 2000 asked
+    record(task.usage, 400, 2.0, {0: 2500})
+    assert over_memory(task) == "uses 2500MiB on GPU 0, over the 2000MiB it asked for"
