@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import re
 import shutil
 import signal
-import string
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -24,6 +22,7 @@ from typing import Any
 from meowd.config import RESTART_SETTINGS, Settings, check_setting, save_setting
 from meowd.core.errors import BadRequest, Conflict, NotFound, Refused
 from meowd.core.models import ACTIVE, RETRY_EXIT_CODE, TERMINAL, Task, TaskStatus, TaskUsage
+from meowd.core.naming import assign_fullnames
 from meowd.core.paths import Paths
 from meowd.core.protocol import BulkResult, CreateRequest, Selector, TaskSpec
 from meowd.core.scheduler import (
@@ -54,8 +53,6 @@ from meowd.secrets import LOG_FILTER, redact, secret_values
 from meowd.store import Attempt, Store
 
 log = logging.getLogger("meowd.controller")
-_NAME_CHARS = string.ascii_lowercase + string.digits
-_NAMES = random.Random()  # default names need no secrecy; `secrets` cost 40 us a name
 
 
 @dataclass
@@ -382,12 +379,6 @@ class Controller:
                 future.set_result(None)
 
     # -- create --------------------------------------------------------------------------
-    def _unique_name(self, taken: set[str]) -> str:
-        while True:
-            name = "".join(_NAMES.choices(_NAME_CHARS, k=5))
-            if not name.isdigit() and name not in self.by_name and name not in taken:
-                return name
-
     def _usable_totals(self) -> list[int]:
         visible = self.settings.visible_devices
         return [d.total_mib for d in self._snapshot.devices
@@ -409,41 +400,13 @@ class Controller:
 
     def _fullnames(self, request: CreateRequest) -> tuple[list[str], list[Task]]:
         """Each new task's fullname under `override_exist_tasks`, and the tasks it replaces."""
-        policy = self.settings.override_exist_tasks
-        in_request: set[str] = set()
-        explicit = {(s.group + "/" if s.group else "") + s.name
-                    for s in request.tasks if s.name is not None}
-        names: list[str] = []
-        replaced: list[Task] = []
-        for spec in request.tasks:
-            prefix = spec.group + "/" if spec.group else ""
-            if spec.name is None:
-                while True:
-                    name = prefix + self._unique_name(in_request)
-                    if name not in explicit and name not in in_request:
-                        break
-            else:
-                name = prefix + spec.name
-                if name in in_request:
-                    raise Conflict(f"the name {name!r} is given twice in this request")
-                if name in self.by_name:
-                    existing = self.tasks[self.by_name[name]]
-                    if policy == "rename":
-                        stem, n = name, 1
-                        while f"{stem}_{n}" in self.by_name or f"{stem}_{n}" in in_request:
-                            n += 1
-                        name = f"{stem}_{n}"
-                    elif policy == "allow":
-                        replaced.append(existing)
-                    else:
-                        raise Conflict(
-                            f"a task named {name!r} exists (id {existing.id}, {existing.status});"
-                            " remove it, choose another name with -n, or `meow set "
-                            "override_exist_tasks rename`"
-                        )
-            in_request.add(name)
-            names.append(name)
-        return names, replaced
+        def describe(fullname: str) -> str:
+            task = self.tasks[self.by_name[fullname]]
+            return f"id {task.id}, {task.status}"
+
+        names, replaced = assign_fullnames(request.tasks, self.by_name,
+                                           self.settings.override_exist_tasks, describe)
+        return names, [self.tasks[self.by_name[name]] for name in replaced]
 
     def create(self, request: CreateRequest) -> list[dict[str, Any]]:
         checked: set[tuple[int, Any, bool]] = set()
