@@ -19,6 +19,16 @@ from meowd.core.paths import resolve_paths
 BIN = Path(sys.executable).parent
 
 
+def wait_up(paths, tries: int = 500) -> None:
+    """Until meowd answers on its socket (or `tries` x 10 ms have passed)."""
+    for _ in range(tries):
+        try:
+            Client(paths).connect().close()
+            return
+        except NotRunning:
+            time.sleep(0.01)
+
+
 @contextmanager
 def daemon(fake_gpus: str = "4x80GiB"):
     home = Path(tempfile.mkdtemp(prefix="meow-bench-"))
@@ -27,12 +37,7 @@ def daemon(fake_gpus: str = "4x80GiB"):
         proc = subprocess.Popen([str(BIN / "meowd")], env=env, stdout=subprocess.DEVNULL,
                                 stderr=log, start_new_session=True)
     paths = resolve_paths(env)
-    for _ in range(500):
-        try:
-            Client(paths).connect().close()
-            break
-        except NotRunning:
-            time.sleep(0.01)
+    wait_up(paths)
     try:
         yield env, paths
     finally:

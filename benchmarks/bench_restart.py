@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from _harness import BIN, daemon
+from _harness import BIN, daemon, wait_up
 
 from meowcli.client import Client
 from meowd.core.protocol import TaskSpec
@@ -30,7 +30,7 @@ def measure(n: int) -> tuple[float, float]:
         log = open(paths.state / "restart.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen([str(BIN / "meowd")], env=env, stdout=log, stderr=log,
                                 start_new_session=True)
-        _wait_up(paths)
+        wait_up(paths, tries=1000)
         with Client(paths).connect() as c:
             c.create([TaskSpec("sleep 600", min_devices=0) for _ in range(n)], "/", {})
         _wait_running(paths, n)
@@ -45,15 +45,6 @@ def measure(n: int) -> tuple[float, float]:
         text = (paths.state / "restart.log").read_text()
         restored = float(re.findall(r"running re-adopted\) in ([0-9.]+) ms", text)[-1])
         return restored, wall
-
-
-def _wait_up(paths) -> None:
-    for _ in range(1000):
-        try:
-            Client(paths).connect().close()
-            return
-        except Exception:
-            time.sleep(0.01)
 
 
 def _wait_running(paths, n: int) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from meowd.core.errors import BadRequest
+from meowd.core.naming import random_name
 
 _LIST = re.compile(r"^(?P<key>[^=\[\]]+=)?\[(?P<body>.*)\]$", re.DOTALL)
 
@@ -61,14 +62,6 @@ def multirun(args: list[str]) -> list[list[str]]:
         key = match.group("key") or ""
         choices.append([key + value for value in values])
     return [list(combo) for combo in itertools.product(*choices)]
-
-
-def random_name() -> str:
-    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-    while True:
-        name = "".join(secrets.choice(alphabet) for _ in range(5))
-        if not name.isdigit():
-            return name
 
 
 def resolve(text: str, name: str, group: str | None, run_dir: str) -> str:

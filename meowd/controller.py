@@ -72,6 +72,15 @@ class _Snapshot:
     """device index -> {task id: MiB actually used by that task's processes}."""
 
 
+_DEPENDENCY_REASONS = ("waiting for", "blocked:")
+"""How `_sync_queue` words a reason that comes from a predecessor (it clears its own)."""
+
+
+def _attempt_stem(home: Path, n: int) -> Path:
+    """`<task home>/attempt-N`: every file of one attempt is this plus an extension."""
+    return home / f"attempt-{n}"
+
+
 def _vanished(pid: int | None) -> str:
     return (f"process {pid} vanished while no meowd was its parent and left no exit code "
             "(killed by a signal?)")
@@ -124,6 +133,7 @@ class Controller:
         """A task as clients see it: secret values masked wherever they appear."""
         data = task.to_wire()
         data["why"] = self.why_waiting(task)
+        data["held_for"] = self.hold is not None and self.hold.task_id == task.id
         hidden = self.secrets_of(task)
         if hidden:
             for key in ("command", "reason", "warning"):
@@ -153,11 +163,9 @@ class Controller:
 
     def state(self) -> dict[str, Any]:
         """Everything `meow top` shows, in one message."""
-        held = self.hold.task_id if self.hold else None
         return {
             "version": self.version,
-            "tasks": [{**self.public(t), "held_for": t.id == held, **self._log_paths(t)}
-                      for t in self.tasks.values()],
+            "tasks": [{**self.public(t), **self._log_paths(t)} for t in self.tasks.values()],
             "devices": self.devices(),
             "cpu_slots": self.settings.cpu_slots,
         }
@@ -166,14 +174,14 @@ class Controller:
         """The latest attempt's logs (the naming `schedule` uses), for `meow top`."""
         if not task.attempts:
             return {"stdout": None, "stderr": None}
-        base = self.task_home(task) / f"attempt-{task.attempts}"
+        base = _attempt_stem(self.task_home(task), task.attempts)
         return {"stdout": f"{base}.stdout.log", "stderr": f"{base}.stderr.log"}
 
     def why_waiting(self, task: Task) -> str | None:
         """Why a waiting task has not started, in words (None if it is about to)."""
         if task.status is not TaskStatus.WAITING:
             return None
-        if task.reason and task.reason.startswith(("waiting for", "blocked:")):
+        if task.reason and task.reason.startswith(_DEPENDENCY_REASONS):
             return task.reason
         if self.hold is not None and self.hold.task_id == task.id:
             gpus = ",".join(map(str, self.hold.devices))
@@ -203,7 +211,7 @@ class Controller:
             return
         blocker = self._blocker(task)
         if blocker is None:
-            if task.reason and task.reason.startswith(("waiting for", "blocked:")):
+            if task.reason and task.reason.startswith(_DEPENDENCY_REASONS):
                 task.reason = None
             self.queue.add(Candidate(task.id, task.priority, task.created_at, task.min_devices,
                                      task.requires_memory_per_device))
@@ -297,14 +305,10 @@ class Controller:
                 task.devices, task.reserved_mib = [], []
             self._set_status(task, status, reason)
 
-    @staticmethod
-    def _note_file(attempt: Attempt) -> str:
-        return attempt.exit_file.removesuffix(".exit") + ".note"
-
     def _read_note(self, attempt: Attempt) -> str | None:
         """A task (its hook runner, say) may leave one line for the user: why it failed."""
         try:
-            with open(self._note_file(attempt), errors="replace") as f:
+            with open(attempt.file("note"), errors="replace") as f:
                 text = f.read(2000)
         except OSError:
             return None
@@ -525,21 +529,23 @@ class Controller:
         group = run.attempt.pid
         home = str(self.task_home(self.tasks[task_id]))
         self.tree.sample({task_id: group}, {home: task_id}, prune=False)  # forked just now
-        for pid, started in self.tree.known(task_id).items():
-            try:
-                if os.getpgid(pid) != group and process_create_time(pid) == started:
-                    os.kill(pid, sig)
-            except (ProcessLookupError, PermissionError):
-                continue
+        self._signal_tracked(task_id, sig, outside=group)
 
     def _kill_leftovers(self, task_id: int, group: Path | None) -> None:
         """After a stopped task's wrapper exited: SIGKILL descendants that outlived it."""
         if group is not None:
             cgroups.signal_all(group, signal.SIGKILL)
+        self._signal_tracked(task_id, signal.SIGKILL)
+
+    def _signal_tracked(self, task_id: int, sig: int, outside: int | None = None) -> None:
+        """Signal the task's tracked processes that are still the same processes (start
+        time checked); with `outside`, only those that left that process group."""
         for pid, started in self.tree.known(task_id).items():
             try:
+                if outside is not None and os.getpgid(pid) == outside:
+                    continue  # killpg reached it already
                 if process_create_time(pid, live_only=True) == started:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, sig)
             except (ProcessLookupError, PermissionError):
                 continue
 
@@ -657,7 +663,6 @@ class Controller:
             "pid": run.attempt.pid if run else None,
             "depends_on_names": [self.tasks[d].fullname for d in task.depends_on
                                  if d in self.tasks],
-            "held_for": self.hold is not None and self.hold.task_id == task.id,
             "hold_devices": list(self.hold.devices) if self.hold and
             self.hold.task_id == task.id else [],
             "attempt_list": [{**a.to_wire(), "reason": redact(a.reason, hidden)}
@@ -702,26 +707,26 @@ class Controller:
                       usage: dict[int, dict[int, int]]) -> bool:
         """Live and peak usage per running task; warn (or stop) a task over its memory.
         True when a peak or a warning changed."""
-        dirty: list[Task] = []
+        dirty: dict[int, Task] = {}
         for task_id, sample in trees.items():
             task = self.tasks.get(task_id)
             if task is None or task_id not in self.running:
                 continue
             gpu = {i: per[task_id] for i, per in usage.items() if task_id in per}
             if record(task.usage, sample.rss_mib, sample.cpu_seconds, gpu):
-                dirty.append(task)
+                dirty[task_id] = task
             over = over_memory(task)
             if over and task.warning != over:
                 task.warning = over
                 self.store.event(task.id, "over_memory", over)
-                dirty.append(task)
+                dirty[task_id] = task
                 log.warning("task %d %s: %s", task.id, task.fullname, over)
                 if task.enforce_memory and self.running[task_id].intent is None:
                     task.warning = over + "; stopped (--enforce-memory)"
                     self._terminate(task, "enforce", signal.SIGTERM)
         if dirty:
             with self.store.transaction():
-                for task in dirty:
+                for task in dirty.values():
                     self.store.update_task(task)
         return bool(dirty)
 
@@ -772,10 +777,11 @@ class Controller:
         visible = self.settings.visible_devices
         plan = place(self.queue, views, self.settings.cpu_slots - cpu_busy, self.policy(),
                      now=time.time(), visible=None if visible is None else frozenset(visible))
-        if plan.hold != self.hold and plan.hold is not None:
-            held = self.tasks[plan.hold.task_id]
-            log.info("holding GPUs %s for task %d %s", plan.hold.devices, held.id, held.fullname)
         if plan.hold != self.hold:
+            if plan.hold is not None:
+                held = self.tasks[plan.hold.task_id]
+                log.info("holding GPUs %s for task %d %s", plan.hold.devices, held.id,
+                         held.fullname)
             self.bump()
         self.hold = plan.hold
         placements = plan.placements
@@ -793,13 +799,12 @@ class Controller:
                 task.started_at = time.time()
                 task.ended_at = task.exit_code = task.warning = None
                 task.usage = TaskUsage()  # per attempt
-                home = self.task_home(task)
+                stem = _attempt_stem(self.task_home(task), task.attempts)
                 attempt = Attempt(
                     task_id=task.id, n=task.attempts, pid=None, create_time=None,
                     devices=task.devices, started_at=task.started_at,
-                    stdout=str(home / f"attempt-{task.attempts}.stdout.log"),
-                    stderr=str(home / f"attempt-{task.attempts}.stderr.log"),
-                    exit_file=str(home / f"attempt-{task.attempts}.exit"),
+                    stdout=f"{stem}.stdout.log", stderr=f"{stem}.stderr.log",
+                    exit_file=f"{stem}.exit",
                 )
                 self.store.insert_attempt(attempt)
                 self._set_status(task, TaskStatus.RUNNING, None)
@@ -837,13 +842,13 @@ class Controller:
             "MEOW_TASK_ID": str(task.id),
             "MEOW_TASK_NAME": task.fullname,
             "MEOW_ATTEMPT": str(attempt.n),
-            "MEOW_NOTE_FILE": self._note_file(attempt),
+            "MEOW_NOTE_FILE": attempt.file("note"),
         }
         procs = ""
         if self.cgroups is not None:
             group = self.cgroups.create(f"task-{task.id}-{attempt.n}")
             if group is not None:
-                Path(self._cgroup_file(attempt)).write_text(str(group))
+                Path(attempt.file("cgroup")).write_text(str(group))
                 self.running[task.id].cgroup = group
                 procs = str(group / "cgroup.procs")
         return self.executor.spawn(
@@ -851,14 +856,10 @@ class Controller:
             attempt.exit_file, procs,
         )
 
-    @staticmethod
-    def _cgroup_file(attempt: Attempt) -> str:
-        return attempt.exit_file.removesuffix(".exit") + ".cgroup"
-
     def _attempt_cgroup(self, attempt: Attempt) -> Path | None:
         """The cgroup an attempt runs in, recorded at spawn (read back after a restart)."""
         try:
-            path = Path(Path(self._cgroup_file(attempt)).read_text().strip())
+            path = Path(Path(attempt.file("cgroup")).read_text().strip())
         except OSError:
             return None
         return path if path.is_dir() else None

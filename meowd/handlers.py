@@ -44,8 +44,7 @@ async def create(c: Controller, r: CreateRequest) -> list[dict[str, Any]]:
 
 
 async def list_(c: Controller, r: ListRequest) -> list[dict[str, Any]]:
-    held = c.hold.task_id if c.hold else None
-    return [{**c.public(t), "held_for": t.id == held} for t in c.tasks.values()]
+    return [c.public(t) for t in c.tasks.values()]
 
 
 async def show(c: Controller, r: ShowRequest) -> dict[str, Any]:

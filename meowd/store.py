@@ -95,6 +95,10 @@ class Attempt:
     def to_wire(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    def file(self, ext: str) -> str:
+        """`attempt-N.<ext>` beside this attempt's exit file (its note, its cgroup)."""
+        return f"{self.exit_file.removesuffix('.exit')}.{ext}"
+
 
 def env_hash(env: dict[str, str]) -> tuple[str, bytes]:
     data = msgpack.packb(sorted(env.items()), use_bin_type=True)

@@ -33,6 +33,15 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "c
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def dead(pid: int) -> bool:
+    """The process is gone, or a zombie (it has exited; reaping is its parent's job)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 class MeowEnv:
     """One isolated meow installation: its own MEOW_HOME, daemon and fake GPUs."""
 

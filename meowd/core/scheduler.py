@@ -100,10 +100,6 @@ class Plan:
     hold: Hold | None = None
 
 
-def queue_order(candidate: Candidate) -> tuple[int, float, int]:
-    return candidate.key
-
-
 class WaitQueue:
     """Tasks ready to start, grouped by shape, each group sorted in queue order."""
 

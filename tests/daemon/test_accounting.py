@@ -4,7 +4,6 @@ outside meow, memory held by a task's children and grandchildren, over-use warni
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from meowd.executors.cgroups import Cgroups
-from tests.conftest import MeowEnv, wait_for
+from tests.conftest import MeowEnv, dead, wait_for
 
 HOLD = f"{sys.executable} -m meowd.devices.fake hold"
 
@@ -83,21 +82,8 @@ def test_a_tasks_children_and_escaped_grandchildren_count_as_its_usage(
     grandchild = int(wait_for(lambda: (tmp_path / "gc").read_text().strip(), what="gc pid"))
     meow_env.meow("kill", "tree")
     meow_env.wait_status("tree", "killed")
-    wait_for(lambda: not _alive(grandchild), 10, "the escaped grandchild to die")
+    wait_for(lambda: dead(grandchild), 10, "the escaped grandchild to die")
     meow_env.kill_leftovers()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie reparented to init still answers kill(0)
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_enforce_memory_stops_a_task_over_its_request(meow_env: MeowEnv):

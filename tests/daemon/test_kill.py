@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MeowEnv, wait_for
+from tests.conftest import MeowEnv, dead, wait_for
 from tests.daemon.test_create import gate
 
 
@@ -96,12 +96,4 @@ def test_kill_reaches_what_escaped_everything_but_the_cgroup(meow_env: MeowEnv, 
     assert not _pid_gone(pid)
     meow_env.meow("kill", "sneaky")
     meow_env.wait_status("sneaky", "killed")
-    wait_for(lambda: _pid_gone(pid) or _zombie(pid), 10, "the escaped grandchild to die")
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] == "Z"
-    except FileNotFoundError:
-        return True
+    wait_for(lambda: dead(pid), 10, "the escaped grandchild to die")
