@@ -12,6 +12,7 @@ from typing import Any
 
 from meowd.core.errors import BadRequest
 from meowd.core.paths import Paths
+from meowd.core.units import parse_duration
 
 
 @dataclass
@@ -44,9 +45,18 @@ class Settings:
     """Seconds an on_start/on_end hook may run before it counts as failed."""
     max_attempts: int = 10
     """How often exit code 100 (`cattino.exit_and_retry()`) may requeue one task."""
+    default_time_limit: float = 0.0
+    """Seconds a task may run when it sets no `--time-limit` (0: unlimited)."""
+    oom_scale: float = 1.5
+    """After a GPU out-of-memory ending with retries left, the next attempt asks this much
+    more memory (clamped to the largest GPU)."""
+    kill_leftovers: bool = True
+    """Stop what a task leaves running in its cgroup/tree when its main process ends."""
+    retention_days: float = 0.0
+    """Forget finished tasks (and their logs) this many days after they ended (0: keep)."""
 
 
-_MINIMUM = {"poll_interval": 0.05, "hook_timeout": 0.1}
+_MINIMUM = {"poll_interval": 0.05, "hook_timeout": 0.1, "oom_scale": 1.0}
 """Floors where 0 would be harmful (a poll interval of 0 spins the daemon)."""
 
 _CHOICES = {
@@ -72,6 +82,8 @@ def check_setting(key: str, value: Any) -> Any:
         if value is not None and not isinstance(value, str):
             raise BadRequest("fake_gpus must be a string such as 4x80GiB")
         return value
+    if key == "default_time_limit" and isinstance(value, str):
+        value = parse_duration(value)
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise BadRequest(f"{key} must be true or false")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from meowd import __version__
+from meowd import __version__, views
 from meowd.controller import Controller
+from meowd.core.errors import NotFound
 from meowd.core.protocol import (
     PROTOCOL_VERSION,
     CancelRequest,
@@ -22,10 +24,12 @@ from meowd.core.protocol import (
     RemoveRequest,
     Request,
     ResumeRequest,
+    RetryRequest,
     SetSettingRequest,
     SetTaskRequest,
     ShowRequest,
     SubscribeRequest,
+    UsageRequest,
     WaitRequest,
 )
 
@@ -36,7 +40,7 @@ _STARTED = time.time()
 async def ping(c: Controller, r: PingRequest) -> dict[str, Any]:
     return {"version": __version__, "protocol": PROTOCOL_VERSION, "pid": os.getpid(),
             "started_at": _STARTED, "backend": c.backend.name if c.backend else None,
-            "state": str(c.paths.state)}
+            "state": str(c.paths.state), "degraded": c.store.degraded}
 
 
 async def create(c: Controller, r: CreateRequest) -> list[dict[str, Any]]:
@@ -52,9 +56,32 @@ async def show(c: Controller, r: ShowRequest) -> dict[str, Any]:
 
 
 async def wait(c: Controller, r: WaitRequest) -> dict[str, Any]:
-    task = c.get(r.target)
-    await c.wait(task)
-    return c.public(task)
+    if r.target is not None and not r.targets and not r.all:
+        task = c.get(r.target)
+        await c.wait(task)
+        return c.public(task)
+    tasks = list(c.tasks.values()) if r.all else []
+    for target in (*r.targets, *([r.target] if r.target else [])):
+        found = c.find(target, many=True)
+        if not found:
+            raise NotFound(f"no task {target!r}")
+        tasks += [t for t in found if t not in tasks]
+    waits = [asyncio.ensure_future(c.wait(t)) for t in tasks]
+    timed_out = False
+    if waits:
+        _, pending = await asyncio.wait(waits, timeout=r.timeout)
+        timed_out = bool(pending)
+        for future in pending:
+            future.cancel()
+    return {"tasks": [c.public(t) for t in tasks], "timed_out": timed_out}
+
+
+async def usage(c: Controller, r: UsageRequest) -> dict[str, Any]:
+    return views.usage(c, c.get(r.target))
+
+
+async def retry(c: Controller, r: RetryRequest) -> dict[str, Any]:
+    return c.retry(r.selector).to_wire()
 
 
 async def kill(c: Controller, r: KillRequest) -> dict[str, Any]:
@@ -105,7 +132,7 @@ HANDLERS: dict[type[Request], Handler] = {
     WaitRequest: wait, KillRequest: kill, CancelRequest: cancel, ResumeRequest: resume,
     RemoveRequest: remove, DevicesRequest: devices, ExitRequest: exit_,
     SetTaskRequest: set_task, SetSettingRequest: set_setting, CleanRequest: clean,
-    SubscribeRequest: subscribe,
+    SubscribeRequest: subscribe, RetryRequest: retry, UsageRequest: usage,
 }
 
 

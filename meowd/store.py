@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
+from meowd.core.errors import StoreUnavailable
 from meowd.core.models import Task, TaskStatus, TaskUsage
 
-SCHEMA_VERSION = 2
+log = logging.getLogger("meowd.store")
+
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value ANY) STRICT;
@@ -49,7 +53,14 @@ CREATE TABLE IF NOT EXISTS tasks (
     depends_on TEXT NOT NULL DEFAULT '[]',   -- JSON list of task ids
     enforce_memory INTEGER NOT NULL DEFAULT 0,
     warning TEXT,
-    usage TEXT NOT NULL DEFAULT '{}'         -- JSON TaskUsage
+    usage TEXT NOT NULL DEFAULT '{}',        -- JSON TaskUsage
+    time_limit REAL,
+    max_retries INTEGER NOT NULL DEFAULT 0,
+    resumable INTEGER NOT NULL DEFAULT 0,
+    retries_used INTEGER NOT NULL DEFAULT 0,
+    end_reason TEXT,
+    executor TEXT NOT NULL DEFAULT 'local',
+    deadline REAL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status);
 CREATE TABLE IF NOT EXISTS attempts (
@@ -65,7 +76,17 @@ CREATE TABLE IF NOT EXISTS attempts (
     stdout TEXT NOT NULL,
     stderr TEXT NOT NULL,
     exit_file TEXT NOT NULL,
+    end_reason TEXT,
+    job_id TEXT,                    -- an external system's id (Slurm)
+    deadline REAL,
+    usage TEXT NOT NULL DEFAULT '{}',
+    memory ANY,                     -- the memory request this attempt ran with
     PRIMARY KEY (task_id, n)
+) STRICT;
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY,            -- made by the client: a retried create is answered once
+    ts REAL NOT NULL,
+    answer BLOB NOT NULL
 ) STRICT;
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -91,9 +112,14 @@ class Attempt:
     ended_at: float | None = None
     exit_code: int | None = None
     reason: str | None = None
+    end_reason: str | None = None
+    job_id: str | None = None
+    deadline: float | None = None
+    usage: TaskUsage = field(default_factory=TaskUsage)
+    memory: int | float | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "usage": self.usage.to_wire()}
 
     def file(self, ext: str) -> str:
         """`attempt-N.<ext>` beside this attempt's exit file (its note, its cgroup)."""
@@ -112,6 +138,20 @@ _MIGRATIONS = {
         "ALTER TABLE tasks ADD COLUMN enforce_memory INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE tasks ADD COLUMN warning TEXT",
         "ALTER TABLE tasks ADD COLUMN usage TEXT NOT NULL DEFAULT '{}'",
+    ],
+    3: [
+        "ALTER TABLE tasks ADD COLUMN time_limit REAL",
+        "ALTER TABLE tasks ADD COLUMN max_retries INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tasks ADD COLUMN resumable INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tasks ADD COLUMN retries_used INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tasks ADD COLUMN end_reason TEXT",
+        "ALTER TABLE tasks ADD COLUMN executor TEXT NOT NULL DEFAULT 'local'",
+        "ALTER TABLE tasks ADD COLUMN deadline REAL",
+        "ALTER TABLE attempts ADD COLUMN end_reason TEXT",
+        "ALTER TABLE attempts ADD COLUMN job_id TEXT",
+        "ALTER TABLE attempts ADD COLUMN deadline REAL",
+        "ALTER TABLE attempts ADD COLUMN usage TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE attempts ADD COLUMN memory ANY",
     ],
 }
 
@@ -137,6 +177,9 @@ def _task_row(t: Task) -> dict[str, Any]:
         "depends_on": _json_list(t.depends_on), "enforce_memory": int(t.enforce_memory),
         "warning": t.warning,
         "usage": _NO_USAGE if usage == _EMPTY_USAGE else json.dumps(usage.to_wire()),
+        "time_limit": t.time_limit, "max_retries": t.max_retries,
+        "resumable": int(t.resumable), "retries_used": t.retries_used,
+        "end_reason": t.end_reason, "executor": t.executor, "deadline": t.deadline,
     }
 
 
@@ -164,6 +207,9 @@ def _task_from_row(row: tuple[Any, ...]) -> Task:
         started_at=r["started_at"], ended_at=r["ended_at"], attempts=r["attempts"],
         depends_on=json.loads(r["depends_on"]), enforce_memory=bool(r["enforce_memory"]),
         warning=r["warning"], usage=TaskUsage.from_wire(json.loads(r["usage"])),
+        time_limit=r["time_limit"], max_retries=r["max_retries"],
+        resumable=bool(r["resumable"]), retries_used=r["retries_used"],
+        end_reason=r["end_reason"], executor=r["executor"], deadline=r["deadline"],
     )
 
 
@@ -176,8 +222,12 @@ class Store:
         # an OS crash or power cut may lose the last commits. FULL would fsync each one.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._in_tx = False
-        with self.transaction():
+        self._ops: list[tuple[str, Any, bool]] | None = None
+        self.backlog: list[list[tuple[str, Any, bool]]] = []
+        self.error: str | None = None
+        self._db.execute("BEGIN IMMEDIATE")
+        self._ops = []  # the schema is written directly, never backlogged
+        try:
             fresh = self._db.execute(
                 "SELECT count(*) FROM sqlite_master WHERE name = 'meta'").fetchone()[0] == 0
             version = None if fresh else self._meta("schema_version")
@@ -186,39 +236,111 @@ class Store:
                     f"{path}: schema version {version} is newer than this meowd "
                     f"({SCHEMA_VERSION}); upgrade meow"
                 )
+            tables = {row[0] for row in self._db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
             for new_version in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
                 for statement in _MIGRATIONS[new_version + 1]:
-                    self._db.execute(statement)
+                    if statement.split()[2] in tables:  # a missing table is made whole below
+                        self._db.execute(statement)
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
             self._set_meta("schema_version", SCHEMA_VERSION)
-        self._envs: dict[str, dict[str, str]] = {}
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One atomic, committed unit; nested uses join the outer one."""
-        if self._in_tx:
-            yield
-            return
-        self._db.execute("BEGIN IMMEDIATE")
-        self._in_tx = True
-        try:
-            yield
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-        else:
-            self._db.execute("COMMIT")
         finally:
-            self._in_tx = False
+            self._ops = None
+        self._db.execute("COMMIT")
+        self._envs: dict[str, dict[str, str]] = {}
+
+    @contextmanager
+    def transaction(self, critical: bool = False) -> Iterator[None]:
+        """One atomic, committed unit; nested uses join the outer one.
+
+        A unit that cannot be committed (disk full, I/O error) is rolled back. With
+        `critical` (a user's request), StoreUnavailable is raised and the caller changes
+        nothing. Otherwise (a transition that already happened: a task ended) its writes
+        join the backlog, replayed in order by `flush()` once the disk has room; until
+        then every later write queues behind it, so the store never records them out of
+        order, and `degraded` says why."""
+        if self._ops is not None:
+            yield
+            return
+        if critical and self.backlog:
+            raise StoreUnavailable(self._unavailable())
+        self._ops = []
+        try:
+            if not self.backlog:
+                self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                if not self.backlog:
+                    self._db.execute("COMMIT")
+            except BaseException as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if not isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
+                    raise
+                self.error = str(exc)
+                if critical:
+                    raise StoreUnavailable(self._unavailable()) from None
+                log.error("cannot record a change (%s): kept in memory, retried until stored",
+                          exc)
+                self.backlog.append(self._ops)
+            else:
+                if self.backlog and self._ops and self.backlog[-1] is not self._ops:
+                    self.backlog.append(self._ops)
+        finally:
+            self._ops = None
+
+    def _write(self, sql: str, params: Any = (), many: bool = False) -> None:
+        """Every write goes through here, so a unit's writes can be replayed."""
+        if self._ops is None:
+            with self.transaction():
+                self._write(sql, params, many)
+            return
+        self._ops.append((sql, params, many))
+        if not self.backlog:
+            (self._db.executemany if many else self._db.execute)(sql, params)
+
+    @property
+    def degraded(self) -> str | None:
+        """Why changes are waiting to be stored (None when all is stored)."""
+        if not self.backlog:
+            return None
+        return (f"{sum(map(len, self.backlog))} changes not yet stored under "
+                f"{self.path.parent}: {self.error}")
+
+    def _unavailable(self) -> str:
+        return f"meowd cannot write its state under {self.path.parent}: {self.error}"
+
+    def flush(self) -> bool:
+        """Replay the backlog in one transaction; True when everything is stored."""
+        if not self.backlog:
+            return True
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            for ops in self.backlog:
+                for sql, params, many in ops:
+                    (self._db.executemany if many else self._db.execute)(sql, params)
+            self._db.execute("COMMIT")
+        except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self.error = str(exc)
+            return False
+        log.warning("stored %d changes that had waited for the disk", sum(map(len, self.backlog)))
+        self.backlog.clear()
+        self.error = None
+        return True
 
     def _meta(self, key: str) -> Any:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
     def _set_meta(self, key: str, value: Any) -> None:
-        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        self._write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     # -- tasks ---------------------------------------------------------------------------
     def load_tasks(self) -> list[Task]:
@@ -233,33 +355,31 @@ class Store:
 
     def insert_tasks(self, tasks: list[Task]) -> None:
         with self.transaction():
-            self._db.executemany(_INSERT_TASK, [tuple(_task_row(t).values()) for t in tasks])
+            self._write(_INSERT_TASK, [tuple(_task_row(t).values()) for t in tasks], many=True)
             if tasks:
                 self._set_meta("next_task_id", tasks[-1].id + 1)
             now = time.time()
-            self._db.executemany(
+            self._write(
                 "INSERT INTO events (ts, task_id, kind, detail) VALUES (?, ?, 'created', NULL)",
-                [(now, t.id) for t in tasks],
+                [(now, t.id) for t in tasks], many=True,
             )
 
     def update_task(self, task: Task, event: str | None = None, detail: str | None = None) -> None:
         with self.transaction():
-            self._db.execute(_UPDATE_TASK, _task_row(task))
+            self._write(_UPDATE_TASK, _task_row(task))
             if event:
                 self.event(task.id, event, detail)
 
     def delete_tasks(self, ids: Iterable[int]) -> None:
         ids = [(i,) for i in ids]
         with self.transaction():
-            self._db.executemany("DELETE FROM tasks WHERE id = ?", ids)
-            self._db.executemany("DELETE FROM attempts WHERE task_id = ?", ids)
-            self._db.executemany(
-                "INSERT INTO events (ts, task_id, kind) VALUES (?, ?, 'removed')",
-                [(time.time(), i) for (i,) in ids],
-            )
+            self._write("DELETE FROM tasks WHERE id = ?", ids, many=True)
+            self._write("DELETE FROM attempts WHERE task_id = ?", ids, many=True)
+            # A forgotten task's history goes with it (events would grow forever).
+            self._write("DELETE FROM events WHERE task_id = ?", ids, many=True)
 
     def event(self, task_id: int | None, kind: str, detail: str | None = None) -> None:
-        self._db.execute(
+        self._write(
             "INSERT INTO events (ts, task_id, kind, detail) VALUES (?, ?, ?, ?)",
             (time.time(), task_id, kind, detail),
         )
@@ -273,7 +393,7 @@ class Store:
     def put_env(self, env: dict[str, str]) -> str:
         digest, data = env_hash(env)
         if digest not in self._envs:
-            self._db.execute(
+            self._write(
                 "INSERT OR IGNORE INTO envs (hash, data) VALUES (?, ?)", (digest, data)
             )
             self._envs[digest] = env
@@ -292,26 +412,60 @@ class Store:
 
     # -- attempts ------------------------------------------------------------------------
     def insert_attempt(self, a: Attempt) -> None:
-        self._db.execute(
+        self._write(
             "INSERT OR REPLACE INTO attempts (task_id, n, pid, create_time, devices, started_at, "
-            "ended_at, exit_code, reason, stdout, stderr, exit_file) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "ended_at, exit_code, reason, stdout, stderr, exit_file, end_reason, job_id, "
+            "deadline, usage, memory) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (a.task_id, a.n, a.pid, a.create_time, json.dumps(a.devices), a.started_at,
-             a.ended_at, a.exit_code, a.reason, a.stdout, a.stderr, a.exit_file),
+             a.ended_at, a.exit_code, a.reason, a.stdout, a.stderr, a.exit_file, a.end_reason,
+             a.job_id, a.deadline, json.dumps(a.usage.to_wire()), a.memory),
         )
 
     def attempts(self, task_id: int) -> list[Attempt]:
         rows = self._db.execute(
             "SELECT task_id, n, pid, create_time, devices, started_at, stdout, stderr, exit_file, "
-            "ended_at, exit_code, reason FROM attempts WHERE task_id = ? ORDER BY n", (task_id,)
+            "ended_at, exit_code, reason, end_reason, job_id, deadline, usage, memory "
+            "FROM attempts WHERE task_id = ? ORDER BY n", (task_id,)
         ).fetchall()
         return [
-            Attempt(r[0], r[1], r[2], r[3], json.loads(r[4]), *r[5:]) for r in rows
+            Attempt(r[0], r[1], r[2], r[3], json.loads(r[4]), *r[5:15],
+                    usage=TaskUsage.from_wire(json.loads(r[15])), memory=r[16])
+            for r in rows
         ]
 
     def last_attempt(self, task_id: int) -> Attempt | None:
         attempts = self.attempts(task_id)
         return attempts[-1] if attempts else None
+
+    # -- request ids and housekeeping ---------------------------------------------------
+    def answer_of(self, request_id: str) -> Any:
+        """The stored answer of a create already applied (a client's retry), or None."""
+        row = self._db.execute("SELECT answer FROM requests WHERE id = ?",
+                               (request_id,)).fetchone()
+        return None if row is None else msgpack.unpackb(row[0], raw=False)
+
+    def remember_answer(self, request_id: str, answer: Any) -> None:
+        self._write("INSERT OR REPLACE INTO requests (id, ts, answer) VALUES (?, ?, ?)",
+                    (request_id, time.time(), msgpack.packb(answer, use_bin_type=True)))
+
+    def prune(self, before: float) -> dict[str, int]:
+        """Forget what only history needs: request answers and daemon-wide events older
+        than `before`, and environments no task refers to."""
+        counts = {}
+        with self.transaction(critical=True):
+            for table, sql in (
+                ("requests", "DELETE FROM requests WHERE ts < ?"),
+                ("events", "DELETE FROM events WHERE ts < ? AND (task_id IS NULL OR task_id "
+                           "NOT IN (SELECT id FROM tasks))"),
+            ):
+                counts[table] = self._db.execute(sql, (before,)).rowcount
+                self._ops.append((sql, (before,), False))  # type: ignore[union-attr]
+            sql = "DELETE FROM envs WHERE hash NOT IN (SELECT env_hash FROM tasks)"
+            counts["envs"] = self._db.execute(sql).rowcount
+            self._ops.append((sql, (), False))  # type: ignore[union-attr]
+        live = {row[0] for row in self._db.execute("SELECT hash FROM envs")}
+        self._envs = {k: v for k, v in self._envs.items() if k in live}
+        return counts
 
     def integrity_check(self) -> str:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0]

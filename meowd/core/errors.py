@@ -49,8 +49,14 @@ class PermissionDenied(MeowError):
     code = "permission_denied"
 
 
+class StoreUnavailable(MeowError):
+    """The state cannot be written (disk full, read-only): the request changed nothing."""
+
+    code = "store_unavailable"
+
+
 ERRORS_BY_CODE = {
     cls.code: cls
     for cls in (MeowError, ProtocolError, FrameTooLarge, BadRequest, NotFound, Conflict, Refused,
-                PermissionDenied)
+                PermissionDenied, StoreUnavailable)
 }

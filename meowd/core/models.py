@@ -21,12 +21,19 @@ class TaskStatus(StrEnum):
     CANCELLED = "cancelled"  # by the user, before or while running; `resume` requeues it
     KILLED = "killed"  # stopped by `meow kill`
     LOST = "lost"  # the daemon lost track of it (vanished while no daemon watched)
+    TIMEOUT = "timeout"  # its time limit ran out
 
 
 TERMINAL = frozenset(
-    {TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.KILLED, TaskStatus.LOST}
+    {TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.KILLED, TaskStatus.LOST,
+     TaskStatus.TIMEOUT}
 )
-"""Statuses a task never leaves by itself (cancelled is not terminal: it can be resumed)."""
+"""Statuses a task never leaves by itself (cancelled is not terminal: it can be resumed;
+the unsuccessful ones can be run again with `meow retry`)."""
+
+RETRYABLE = frozenset({TaskStatus.FAILED, TaskStatus.KILLED, TaskStatus.LOST,
+                       TaskStatus.TIMEOUT})
+"""Statuses `meow retry` requeues as a new attempt."""
 
 ACTIVE = frozenset({TaskStatus.WAITING, TaskStatus.RUNNING})
 
@@ -40,14 +47,17 @@ TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
             TaskStatus.KILLED,
             TaskStatus.CANCELLED,
             TaskStatus.LOST,
-            TaskStatus.WAITING,  # exit code 100: the task asks to be requeued
+            TaskStatus.TIMEOUT,
+            TaskStatus.WAITING,  # requeued: exit code 100, a retry, a resumable timeout
         }
     ),
     TaskStatus.CANCELLED: frozenset({TaskStatus.WAITING}),
     TaskStatus.DONE: frozenset(),
-    TaskStatus.FAILED: frozenset(),
-    TaskStatus.KILLED: frozenset(),
-    TaskStatus.LOST: frozenset(),
+    # `meow retry`
+    TaskStatus.FAILED: frozenset({TaskStatus.WAITING}),
+    TaskStatus.KILLED: frozenset({TaskStatus.WAITING}),
+    TaskStatus.LOST: frozenset({TaskStatus.WAITING}),
+    TaskStatus.TIMEOUT: frozenset({TaskStatus.WAITING}),
 }
 
 
@@ -140,6 +150,21 @@ class Task:
     warning: str | None = None
     """Something the user should know about a task that still runs (e.g. over its memory)."""
     usage: TaskUsage = field(default_factory=TaskUsage)
+    time_limit: float | None = None
+    """Seconds an attempt may run; then SIGTERM, `kill_grace`, SIGKILL."""
+    max_retries: int = 0
+    """A failed attempt runs again at most this many times."""
+    resumable: bool = False
+    """Requeued (run directory kept) when its time limit runs out."""
+    retries_used: int = 0
+    end_reason: str | None = None
+    """The typed reason of the last ending (meowd.core.reasons.EndReason)."""
+    executor: str = "local"
+    deadline: float | None = None
+    """Epoch seconds when the running attempt's time limit runs out."""
+    dependency: str | None = None
+    """Why it waits for a predecessor ("waiting for g/a", "blocked: g/a failed"); derived
+    by the index from its predecessors, never stored."""
 
     def transition(self, new: TaskStatus, reason: str | None = None) -> None:
         check_transition(self.status, new)
@@ -160,8 +185,27 @@ class Task:
             "started_at": self.started_at, "ended_at": self.ended_at,
             "attempts": self.attempts, "depends_on": list(self.depends_on),
             "enforce_memory": self.enforce_memory, "warning": self.warning,
-            "usage": self.usage.to_wire(),
+            "usage": self.usage.to_wire(), "time_limit": self.time_limit,
+            "max_retries": self.max_retries, "resumable": self.resumable,
+            "retries_used": self.retries_used, "end_reason": self.end_reason,
+            "executor": self.executor, "deadline": self.deadline,
+            "dependency": self.dependency,
         }
+
+    def begin_attempt(self, devices: list[int], reserved_mib: list[int], now: float) -> None:
+        """The fields a new attempt starts from."""
+        self.devices, self.reserved_mib = list(devices), list(reserved_mib)
+        self.attempts += 1
+        self.started_at = now
+        self.ended_at = self.exit_code = self.warning = self.end_reason = None
+        self.deadline = now + self.time_limit if self.time_limit else None
+        self.usage = TaskUsage()
+
+    def reset_for_queue(self) -> None:
+        """What a task that goes back to waiting (requeue, retry, resume) gives up."""
+        self.devices, self.reserved_mib = [], []
+        self.exit_code = None
+        self.deadline = None
 
     @property
     def group(self) -> str | None:

@@ -18,6 +18,31 @@ from meowd.core.models import validate_name
 from meowd.core.units import MemoryRequest, validate_memory_request
 
 MAX_TASKS_PER_CREATE = 100_000
+MAX_ARG_BYTES = 128 * 1024
+"""Linux refuses one argv or environment string longer than this (MAX_ARG_STRLEN)."""
+MAX_EXEC_BYTES = 1024 * 1024
+"""What a task's command and environment may take together: half of the usual ARG_MAX,
+leaving room for the wrapper's own arguments."""
+EXECUTORS = ("local", "slurm")
+MAX_RETRIES = 1000
+
+
+def check_env(env: dict[str, str], what: str) -> int:
+    """Refuse what `execve` would (an `=` or NUL in a key, a NUL in a value, an empty
+    key, an over-long string); returns the bytes the environment takes in execve."""
+    size = 0
+    for key, value in env.items():
+        if not key or "=" in key or "\x00" in key:
+            raise BadRequest(f"{what}: invalid variable name {key[:40]!r} "
+                             "(empty, or contains '=' or a NUL byte)")
+        if "\x00" in value:
+            raise BadRequest(f"{what}: the value of {key[:40]} contains a NUL byte")
+        entry = len(key.encode()) + len(value.encode()) + 2
+        if entry > MAX_ARG_BYTES:
+            raise BadRequest(f"{what}: {key[:40]} is {entry} bytes long (at most "
+                             f"{MAX_ARG_BYTES} per variable)")
+        size += entry + 8
+    return size
 
 
 def _get(args: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
@@ -61,6 +86,11 @@ class TaskSpec:
     enforce_memory: bool = False
     env: dict[str, str] = field(default_factory=dict)
     """Added to the request's environment for this task only (ProcTask(env=...))."""
+    time_limit: float | None = None
+    """Seconds an attempt may run (None: the `default_time_limit` setting)."""
+    max_retries: int = 0
+    resumable: bool = False
+    executor: str = "local"
 
     @classmethod
     def from_wire(cls, raw: Any) -> TaskSpec:
@@ -71,6 +101,9 @@ class TaskSpec:
             raise BadRequest("empty command")
         if "\x00" in command:
             raise BadRequest("command contains a NUL byte")
+        if len(command.encode()) >= MAX_ARG_BYTES:
+            raise BadRequest(f"command is {len(command.encode())} bytes long (at most "
+                             f"{MAX_ARG_BYTES - 1}); put a long script in a file")
         name = _get(raw, "name", str, None)
         if name is not None:
             validate_name(name)
@@ -91,8 +124,21 @@ class TaskSpec:
                 raise BadRequest("after must list task indices or fullnames")
         enforce = _get(raw, "enforce_memory", bool, False)
         env = _str_map(_get(raw, "env", dict, {}), "a task's env")
+        check_env(env, "a task's env")
+        time_limit = _get(raw, "time_limit", (int, float), None)
+        if time_limit is not None and (isinstance(time_limit, bool)
+                                       or not 0 < time_limit < 10 * 365 * 86400):
+            raise BadRequest("time_limit must be a number of seconds > 0 (under 10 years)")
+        max_retries = _get(raw, "max_retries", int, 0)
+        if not 0 <= max_retries <= MAX_RETRIES:
+            raise BadRequest(f"max_retries must be between 0 and {MAX_RETRIES}")
+        resumable = _get(raw, "resumable", bool, False)
+        executor = _get(raw, "executor", str, "local")
+        if executor not in EXECUTORS:
+            raise BadRequest(f"executor must be one of: {', '.join(EXECUTORS)}")
         return cls(command, name, priority, min_devices, memory, group, tuple(after), enforce,
-                   env)
+                   env, None if time_limit is None else float(time_limit), max_retries,
+                   resumable, executor)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -105,6 +151,10 @@ class TaskSpec:
             "after": list(self.after),
             "enforce_memory": self.enforce_memory,
             "env": self.env,
+            "time_limit": self.time_limit,
+            "max_retries": self.max_retries,
+            "resumable": self.resumable,
+            "executor": self.executor,
         }
 
 
@@ -130,6 +180,9 @@ class CreateRequest(Request):
     tasks: tuple[TaskSpec, ...]
     cwd: str
     env: dict[str, str] = field(default_factory=dict)
+    request_id: str | None = None
+    """Made by the client; a create sent again with the same id (the connection dropped
+    before the answer) gets the first answer instead of new tasks."""
 
     @classmethod
     def from_args(cls, args: dict[str, Any]) -> CreateRequest:
@@ -141,18 +194,30 @@ class CreateRequest(Request):
         cwd = _get(args, "cwd", str)
         if not cwd.startswith("/"):
             raise BadRequest("cwd must be an absolute path")
+        if "\x00" in cwd or len(cwd) > 4096:
+            raise BadRequest("cwd contains a NUL byte or is longer than 4096 characters")
         env = _str_map(_get(args, "env", dict, {}), "env")
+        env_size = check_env(env, "env")
+        request_id = _get(args, "request_id", str, None)
+        if request_id is not None and not 8 <= len(request_id) <= 64:
+            raise BadRequest("request_id must be 8 to 64 characters")
         tasks = tuple(TaskSpec.from_wire(t) for t in raw_tasks)
+        for spec in tasks:
+            size = env_size + len(spec.command.encode()) + check_env(spec.env, "env")
+            if size > MAX_EXEC_BYTES:
+                raise BadRequest(f"the command and environment take {size} bytes (at most "
+                                 f"{MAX_EXEC_BYTES}): pass large data in files")
         for n, spec in enumerate(tasks):
             for dep in spec.after:
                 if isinstance(dep, int) and not 0 <= dep < n:
                     raise BadRequest(
                         f"task {n}: after={dep} must name an earlier task of this request"
                     )
-        return cls(tasks, cwd, env)
+        return cls(tasks, cwd, env, request_id)
 
     def to_args(self) -> dict[str, Any]:
-        return {"tasks": [t.to_wire() for t in self.tasks], "cwd": self.cwd, "env": self.env}
+        return {"tasks": [t.to_wire() for t in self.tasks], "cwd": self.cwd, "env": self.env,
+                "request_id": self.request_id}
 
 
 @dataclass(frozen=True)
@@ -212,6 +277,11 @@ class ResumeRequest(_BulkRequest):
 
 
 @dataclass(frozen=True)
+class RetryRequest(_BulkRequest):
+    op: ClassVar[str] = "retry"
+
+
+@dataclass(frozen=True)
 class RemoveRequest(_BulkRequest):
     op: ClassVar[str] = "remove"
 
@@ -237,10 +307,42 @@ class ShowRequest(Request):
 
 
 @dataclass(frozen=True)
-class WaitRequest(ShowRequest):
-    """Reply once the task has left waiting/running (or at once if it already has)."""
+class UsageRequest(ShowRequest):
+    """Per attempt: runtime, peak RSS, CPU seconds, peak GPU memory per device."""
+
+    op: ClassVar[str] = "usage"
+
+
+@dataclass(frozen=True)
+class WaitRequest(Request):
+    """Reply once the tasks have left waiting/running (at once if they already have).
+    `target` alone (meow watch) answers with that task; `targets`/`all` with
+    {"tasks": [...], "timed_out": bool}."""
 
     op: ClassVar[str] = "wait"
+    target: str | None = None
+    targets: tuple[str, ...] = ()
+    all: bool = False
+    timeout: float | None = None
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> WaitRequest:
+        target = _get(args, "target", str, None)
+        targets = _get(args, "targets", list, [])
+        if not all(isinstance(t, str) for t in targets):
+            raise BadRequest("targets must be task names")
+        everything = _get(args, "all", bool, False)
+        timeout = _get(args, "timeout", (int, float), None)
+        if timeout is not None and (isinstance(timeout, bool) or timeout < 0):
+            raise BadRequest("timeout must be a number of seconds >= 0")
+        if target is None and not targets and not everything:
+            raise BadRequest("wait for what? give task names, or --all")
+        return cls(target, tuple(targets), everything,
+                   None if timeout is None else float(timeout))
+
+    def to_args(self) -> dict[str, Any]:
+        return {"target": self.target, "targets": list(self.targets), "all": self.all,
+                "timeout": self.timeout}
 
 
 @dataclass(frozen=True)
@@ -363,7 +465,8 @@ REQUESTS: dict[str, type[Request]] = {
     for cls in (
         PingRequest, CreateRequest, ListRequest, ShowRequest, WaitRequest, KillRequest,
         CancelRequest, ResumeRequest, RemoveRequest, DevicesRequest, ExitRequest,
-        SetTaskRequest, SetSettingRequest, CleanRequest, SubscribeRequest,
+        SetTaskRequest, SetSettingRequest, CleanRequest, SubscribeRequest, RetryRequest,
+        UsageRequest,
     )
 }
 

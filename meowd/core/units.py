@@ -1,6 +1,9 @@
-"""Memory quantities: what users type (`20000`, `0.5`, `24GiB`) and what we compute with (MiB)."""
+"""Quantities users type: memory (`20000`, `0.5`, `24GiB`, computed with in MiB) and
+durations (`90s`, `1d2h`, computed with in seconds)."""
 
 from __future__ import annotations
+
+import re
 
 from meowd.core.errors import BadRequest
 
@@ -68,3 +71,36 @@ def format_mib(mib: int | float | None) -> str:
     if mib >= 1024 and mib % 1024 == 0:
         return f"{mib // 1024}GiB"
     return f"{mib}MiB"
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)", re.IGNORECASE)
+_DURATION = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*[dhms]\s*)+$", re.IGNORECASE)
+_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> float:
+    """`90s`, `30m`, `2h`, `1d2h`, or plain seconds (`90`) -> seconds (> 0)."""
+    stripped = text.strip()
+    try:
+        seconds = float(stripped)
+    except ValueError:
+        if not _DURATION.match(stripped):
+            raise BadRequest(
+                f"invalid duration {text!r}: use e.g. 90s, 30m, 2h, 1d2h") from None
+        seconds = sum(float(n) * _SECONDS[unit.lower()]
+                      for n, unit in _DURATION_PART.findall(stripped))
+    if not 0 < seconds < 10 * 365 * 86400 or seconds != seconds:
+        raise BadRequest(f"invalid duration {text!r}: must be more than 0 and under 10 years")
+    return seconds
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = round(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    text = "".join(f"{n}{u}" for n, u in parts if n)
+    return text or "0s"

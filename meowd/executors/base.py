@@ -60,6 +60,11 @@ class Exit:
     reason: EndReason | None = None
     """Set when the executor knows better than the exit code (Slurm TIMEOUT, NODE_FAIL...)."""
     detail: str | None = None
+    leftovers: int = 0
+    """Processes that outlived the task's main process and were stopped (or, with
+    `kill_leftovers = false`, left running) before this exit was reported."""
+    host_oom: bool = False
+    """The kernel's (or the cgroup's) OOM killer struck during the attempt."""
 
 
 ExitCallback = Callable[[int, Exit], None]

@@ -108,3 +108,15 @@ def remove(path: Path) -> None:
         path.rmdir()
     except OSError:
         pass
+
+
+def oom_killed(path: Path) -> bool:
+    """Did the kernel's OOM killer kill a process of this cgroup?"""
+    try:
+        for line in (path / "memory.events").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and int(value) > 0:
+                return True
+    except (OSError, ValueError):
+        pass
+    return False

@@ -1,11 +1,16 @@
-"""Run tasks as local processes: spawn, watch for exit, signal the process group, re-adopt.
+"""The local executor: attempts as process trees on this machine.
 
-Each task runs as `/bin/sh -c WRAPPER` in its own session (so its pgid is its pid and a
-signal to -pid reaches the whole group). The wrapper runs the user's command in an
-inner shell and writes its exit status to a per-attempt file, so a daemon that was
-not the task's parent (it restarted meanwhile) still learns the real exit code.
-Exits are noticed through a pidfd registered with the event loop: no thread per task,
-no polling.
+Each attempt runs as `/bin/sh -c WRAPPER` in its own session (its pgid is its pid, so a
+signal to -pid reaches the whole group) and, where cgroup v2 is writable, in its own
+cgroup that the wrapper joins before it runs anything. The wrapper writes the command's
+exit status to the attempt's exit file, so a daemon that was not the task's parent (it
+restarted meanwhile) still learns the real exit code. Exits are noticed through a pidfd
+registered with the event loop: no thread per task, no polling.
+
+When the main process ends, whatever it left in its cgroup (or, without cgroups, in its
+process group and tracked tree) is stopped, SIGTERM then SIGKILL after `kill_grace`, as
+systemd's KillMode=control-group does; the exit is reported only once the tree is empty,
+so the task's GPUs are never handed on while its leftovers still hold them.
 """
 
 from __future__ import annotations
@@ -13,12 +18,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+from meowd.executors import cgroups
+from meowd.executors.base import Exit as Exit
+from meowd.executors.base import ExitCallback, Handle, Launch, StartError
+from meowd.executors.cgroups import Cgroups
 
 log = logging.getLogger("meowd.executor")
 
@@ -36,18 +47,7 @@ WRAPPER = (
 )
 _DEFAULT_SIGNALS = [signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
                     signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD]
-
-
-@dataclass(frozen=True)
-class Started:
-    pid: int
-    create_time: float
-
-
-@dataclass(frozen=True)
-class Exit:
-    exit_code: int | None
-    """The command's status (128+N when killed by signal N); None when nobody knows."""
+_DRAIN_TICK = 0.05
 
 
 @dataclass
@@ -56,6 +56,13 @@ class _Watch:
     pidfd: int
     exit_file: str
     is_child: bool
+    cgroup: Path | None
+    code: int | None = None
+    leftovers: set[int] = field(default_factory=set)
+    draining: asyncio.TimerHandle | None = None
+    drain_until: float = 0.0
+    killed: bool = False
+    """SIGKILL was asked for: leftovers get no grace."""
 
 
 def process_create_time(pid: int, live_only: bool = False) -> float | None:
@@ -77,7 +84,8 @@ def read_exit_file(path: str) -> int | None:
 
 
 def find_wrapper(exit_file: str) -> int | None:
-    """The pid of a wrapper started for this attempt, found by its unique argv."""
+    """The pid of a wrapper started for this attempt, found by its unique argv
+    (a scan of the process table: only at startup, for attempts with no recorded pid)."""
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info.get("cmdline") or []
         if len(cmdline) >= 6 and cmdline[0] == "/bin/sh" and cmdline[5] == exit_file:
@@ -85,61 +93,102 @@ def find_wrapper(exit_file: str) -> int | None:
     return None
 
 
+def attempt_file(exit_file: str, ext: str) -> str:
+    """`attempt-N.<ext>` beside an attempt's exit file (its note, its cgroup)."""
+    return f"{exit_file.removesuffix('.exit')}.{ext}"
+
+
+def _exited(pidfd: int) -> bool:
+    """Has the process behind this pidfd ended? (A pidfd polls readable once it has.)"""
+    return bool(select.select([pidfd], [], [], 0)[0])
+
+
 class LocalExecutor:
-    def __init__(self, on_exit: Callable[[int, Exit], None]) -> None:
+    name = "local"
+
+    def __init__(
+        self, on_exit: ExitCallback, *, cgroups: Cgroups | None = None,
+        tracked: Callable[[int], dict[int, float]] = lambda task_id: {},
+        kill_grace: Callable[[], float] = lambda: 10.0,
+        kill_leftovers: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self._on_exit = on_exit
+        self._cgroups = cgroups
+        self._tracked = tracked
+        """task id -> {pid: start time} of its processes at the last usage sample."""
+        self._kill_grace = kill_grace
+        self._kill_leftovers = kill_leftovers
         self._watches: dict[int, _Watch] = {}
 
-    def spawn(
-        self, task_id: int, command: str, cwd: str, env: dict[str, str],
-        stdout: str, stderr: str, exit_file: str, cgroup_procs: str = "",
-    ) -> Started:
-        """Start the task; raises OSError (e.g. unwritable log directory) without side effects."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-        pid = os.posix_spawn(
-            "/bin/sh",
-            ["/bin/sh", "-c", WRAPPER, "meow-task", command, exit_file, cwd, cgroup_procs],
-            env,
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_OPEN, 1, stdout, flags, 0o600),
-                (os.POSIX_SPAWN_OPEN, 2, stderr, flags, 0o600),
-            ],
-            setsid=True,
-            setsigmask=[],
-            setsigdef=_DEFAULT_SIGNALS,
-        )
-        self._watch(task_id, pid, exit_file, is_child=True)
-        return Started(pid, process_create_time(pid) or 0.0)
+    # -- start and adopt -----------------------------------------------------------------
+    def start(self, launch: Launch) -> Handle:
+        """Start the attempt; raises StartError without leaving anything behind."""
+        group = None
+        if self._cgroups is not None:
+            group = self._cgroups.create(f"task-{launch.task_id}-{launch.attempt}")
+        try:
+            if group is not None:
+                Path(attempt_file(launch.exit_file, "cgroup")).write_text(str(group))
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+            pid = os.posix_spawn(
+                "/bin/sh",
+                ["/bin/sh", "-c", WRAPPER, "meow-task", launch.command, launch.exit_file,
+                 launch.cwd, str(group / "cgroup.procs") if group else ""],
+                launch.env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_OPEN, 1, launch.stdout, flags, 0o600),
+                    (os.POSIX_SPAWN_OPEN, 2, launch.stderr, flags, 0o600),
+                ],
+                setsid=True,
+                setsigmask=[],
+                setsigdef=_DEFAULT_SIGNALS,
+            )
+        except (OSError, ValueError) as exc:  # ValueError: NUL or '=' slipped through
+            if group is not None:
+                cgroups.remove(group)
+            raise StartError(str(exc) or type(exc).__name__) from None
+        self._register(launch.task_id, _Watch(pid, os.pidfd_open(pid), launch.exit_file,
+                                              True, group))
+        return Handle(pid=pid, create_time=process_create_time(pid) or 0.0)
 
-    def adopt(self, task_id: int, pid: int, create_time: float | None, exit_file: str) -> bool:
-        """Watch a task started by an earlier daemon. False when that process is gone
+    def adopt(self, task_id: int, handle: Handle, exit_file: str) -> bool:
+        """Watch an attempt started by an earlier daemon. False when that process is gone
         (or the pid now belongs to another process)."""
+        pid = handle.pid or find_wrapper(exit_file)
+        if not pid:
+            return False
         try:
             pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
             return False
         actual = process_create_time(pid, live_only=True)
-        if actual is None or (create_time is not None and abs(actual - create_time) > 0.05):
+        expected = handle.create_time if handle.pid else None
+        if actual is None or (expected is not None and abs(actual - expected) > 0.05):
             os.close(pidfd)
             return False
-        self._register(task_id, _Watch(pid, pidfd, exit_file, is_child=False))
+        self._register(task_id, _Watch(pid, pidfd, exit_file, False, _recorded_cgroup(exit_file)))
         return True
 
-    def _watch(self, task_id: int, pid: int, exit_file: str, is_child: bool) -> None:
-        self._register(task_id, _Watch(pid, os.pidfd_open(pid), exit_file, is_child))
+    def pid(self, task_id: int) -> int | None:
+        watch = self._watches.get(task_id)
+        return watch.pid if watch else None
+
+    def cgroup(self, task_id: int) -> Path | None:
+        watch = self._watches.get(task_id)
+        return watch.cgroup if watch else None
 
     def _register(self, task_id: int, watch: _Watch) -> None:
         self._watches[task_id] = watch
-        self._loop.add_reader(watch.pidfd, self._exited, task_id)
+        self._loop.add_reader(watch.pidfd, self._main_exited, task_id)
 
-    def _exited(self, task_id: int) -> None:
-        watch = self._watches.pop(task_id, None)
+    # -- exits ---------------------------------------------------------------------------
+    def _main_exited(self, task_id: int) -> None:
+        watch = self._watches.get(task_id)
         if watch is None:
             return
         self._loop.remove_reader(watch.pidfd)
-        os.close(watch.pidfd)
         code: int | None = None
         if watch.is_child:
             try:
@@ -152,25 +201,136 @@ class LocalExecutor:
         if code is None or not watch.is_child:
             recorded = read_exit_file(watch.exit_file)
             code = recorded if recorded is not None else code
-        self._on_exit(task_id, Exit(code))
+        watch.code = code
+        left = self._leftovers(task_id, watch)
+        if not left:
+            self._report(task_id, watch, 0)
+            return
+        if not self._kill_leftovers():
+            log.warning("task %d left %d processes running (kill_leftovers is off)",
+                        task_id, len(left))
+            self._report(task_id, watch, len(left), stopped=False)
+            return
+        watch.leftovers = left
+        watch.drain_until = self._loop.time() + (0 if watch.killed else self._kill_grace())
+        self._stop_leftovers(task_id, watch, signal.SIGKILL if watch.killed else signal.SIGTERM)
+        watch.draining = self._loop.call_later(_DRAIN_TICK, self._drain, task_id)
 
+    def _drain(self, task_id: int) -> None:
+        watch = self._watches.get(task_id)
+        if watch is None:
+            return
+        if not self._leftovers(task_id, watch):
+            self._report(task_id, watch, len(watch.leftovers))
+            return
+        if self._loop.time() >= watch.drain_until and not watch.killed:
+            watch.killed = True
+            self._stop_leftovers(task_id, watch, signal.SIGKILL)
+        elif watch.killed:
+            self._stop_leftovers(task_id, watch, signal.SIGKILL)
+        watch.draining = self._loop.call_later(_DRAIN_TICK, self._drain, task_id)
+
+    def _leftovers(self, task_id: int, watch: _Watch) -> set[int]:
+        """Live processes of the attempt once its main process is gone."""
+        found: set[int] = set()
+        if watch.cgroup is not None:
+            found.update(cgroups.members(watch.cgroup))
+        for pid, started in self._tracked(task_id).items():
+            if pid != watch.pid and process_create_time(pid, live_only=True) == started:
+                found.add(pid)
+        try:
+            os.killpg(watch.pid, 0)  # the session's processes still hold the group id
+            found.add(-watch.pid)
+        except (ProcessLookupError, PermissionError):
+            pass
+        return found
+
+    def _stop_leftovers(self, task_id: int, watch: _Watch, sig: int) -> None:
+        if watch.cgroup is not None:
+            cgroups.signal_all(watch.cgroup, sig)
+        if -watch.pid in watch.leftovers:  # the group outlived its leader (see _leftovers)
+            try:
+                os.killpg(watch.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self._signal_tracked(task_id, watch, sig)
+
+    def _report(self, task_id: int, watch: _Watch, leftovers: int, stopped: bool = True) -> None:
+        self._watches.pop(task_id, None)
+        os.close(watch.pidfd)
+        host_oom = False
+        if watch.cgroup is not None:
+            host_oom = cgroups.oom_killed(watch.cgroup)
+            if stopped:
+                cgroups.remove(watch.cgroup)
+        if leftovers:
+            leftovers = len([p for p in watch.leftovers if p > 0]) or leftovers
+        self._on_exit(task_id, Exit(watch.code, leftovers=leftovers, host_oom=host_oom))
+
+    # -- signals -------------------------------------------------------------------------
     def signal(self, task_id: int, sig: int) -> bool:
-        """Signal the task's whole process group."""
+        """Signal the attempt's whole tree: its process group (only while the group's
+        leader lives, checked through its pidfd, so a reused pid is never hit), its
+        cgroup, and every tracked process that left the group. No process-table scan."""
         watch = self._watches.get(task_id)
         if watch is None:
             return False
-        try:
-            os.killpg(watch.pid, sig)
-        except ProcessLookupError:
-            return False
+        if sig == signal.SIGKILL:
+            watch.killed = True
+        if watch.code is not None:  # the main process ended; its leftovers are draining
+            self._stop_leftovers(task_id, watch, sig)
+            return True
+        # An unreaped child still holds its pid; an adopted leader that exited may not.
+        if watch.is_child or not _exited(watch.pidfd):
+            try:
+                os.killpg(watch.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if watch.cgroup is not None:
+            cgroups.signal_all(watch.cgroup, sig)
+        self._signal_tracked(task_id, watch, sig)
         return True
 
+    def _signal_tracked(self, task_id: int, watch: _Watch, sig: int) -> None:
+        """Tracked processes that left the group, still the same processes (start time)."""
+        for pid, started in self._tracked(task_id).items():
+            try:
+                if pid == watch.pid or os.getpgid(pid) == watch.pid:
+                    continue  # killpg reached it
+                if process_create_time(pid, live_only=True) == started:
+                    os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                continue
+
+    # -- the rest of the interface -------------------------------------------------------
     def is_watching(self, task_id: int) -> bool:
         return task_id in self._watches
+
+    def describe(self, task_id: int) -> dict[str, str]:
+        return {}
+
+    def roots(self) -> dict[int, tuple[int, Path | None]]:
+        """task id -> (main pid, cgroup) of every attempt watched: what usage samples."""
+        return {task_id: (w.pid, w.cgroup) for task_id, w in self._watches.items()}
+
+    async def run(self) -> None:
+        return None
 
     def detach_all(self) -> None:
         """Stop watching (daemon shutdown); the processes keep running."""
         for watch in self._watches.values():
-            self._loop.remove_reader(watch.pidfd)
+            if watch.draining is not None:
+                watch.draining.cancel()
+            if watch.code is None:
+                self._loop.remove_reader(watch.pidfd)
             os.close(watch.pidfd)
         self._watches.clear()
+
+
+def _recorded_cgroup(exit_file: str) -> Path | None:
+    """The cgroup an attempt runs in, recorded at start (read back after a restart)."""
+    try:
+        path = Path(Path(attempt_file(exit_file, "cgroup")).read_text().strip())
+    except OSError:
+        return None
+    return path if path.is_dir() else None

@@ -18,14 +18,18 @@ def test_every_status_has_a_transition_entry():
 @pytest.mark.parametrize(("old", "new"), [
     ("waiting", "running"), ("running", "done"), ("running", "killed"), ("running", "lost"),
     ("cancelled", "waiting"), ("waiting", "cancelled"), ("running", "waiting"),
+    # `meow retry`: the unsuccessful endings can run again
+    ("killed", "waiting"), ("failed", "waiting"), ("lost", "waiting"), ("timeout", "waiting"),
+    ("running", "timeout"),
 ])
 def test_allowed(old, new):
     check_transition(TaskStatus(old), TaskStatus(new))
 
 
 @pytest.mark.parametrize(("old", "new"), [
-    ("done", "running"), ("waiting", "done"), ("killed", "waiting"), ("lost", "running"),
-    ("cancelled", "running"), ("failed", "waiting"),
+    ("done", "running"), ("waiting", "done"), ("lost", "running"),
+    ("cancelled", "running"), ("done", "waiting"), ("timeout", "running"),
+    ("waiting", "timeout"),
 ])
 def test_refused(old, new):
     with pytest.raises(IllegalTransition):

@@ -1,0 +1,140 @@
+"""What clients see of the controller's state: tasks with secrets masked and why they wait,
+`meow show`'s details, `meow devices`, and the whole state `meow top` is pushed.
+
+Read-only: nothing here changes state or writes to the store.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from meowd.core.models import Task, TaskStatus
+from meowd.core.units import format_duration, format_mib
+from meowd.devices import NO_GPU_HINT
+from meowd.secrets import redact
+
+if TYPE_CHECKING:
+    from meowd.controller import Controller
+
+
+def public(c: Controller, task: Task) -> dict[str, Any]:
+    """A task as clients see it: secret values masked wherever they appear."""
+    data = task.to_wire()
+    data["why"] = why_waiting(c, task)
+    data["held_for"] = c.hold is not None and c.hold.task_id == task.id
+    hidden = c.secrets_of(task)
+    if hidden:
+        for key in ("command", "reason", "warning"):
+            data[key] = redact(data[key], hidden)
+    return data
+
+
+def why_waiting(c: Controller, task: Task) -> str | None:
+    """Why a waiting task has not started, in words (None if it is about to)."""
+    if task.status is not TaskStatus.WAITING:
+        return None
+    if task.dependency:
+        return task.dependency
+    if c.store.degraded:
+        return "meowd cannot record new starts until its disk has room"
+    hold = c.hold
+    if hold is not None and hold.task_id == task.id:
+        gpus = ",".join(map(str, hold.devices))
+        return f"GPUs {gpus} held for it until they have room"
+    if task.min_devices == 0:
+        return f"all {c.settings.cpu_slots} CPU slots busy"
+    why = (f"no {task.min_devices} GPU(s) with "
+           f"{format_mib(task.requires_memory_per_device)} free")
+    if hold is not None and hold.task_id in c.index:
+        held = c.index[hold.task_id]
+        why += f"; GPUs {','.join(map(str, hold.devices))} held for {held.fullname}"
+    return why
+
+
+def log_paths(c: Controller, task: Task) -> dict[str, str | None]:
+    """The latest attempt's logs, for `meow top`."""
+    if not task.attempts:
+        return {"stdout": None, "stderr": None}
+    base = c.attempt_stem(task, task.attempts)
+    return {"stdout": f"{base}.stdout.log", "stderr": f"{base}.stderr.log"}
+
+
+def state(c: Controller) -> dict[str, Any]:
+    """Everything `meow top` shows, in one message."""
+    return {
+        "version": c.version,
+        "tasks": [{**public(c, t), **log_paths(c, t)} for t in c.index],
+        "devices": devices(c),
+        "cpu_slots": c.settings.cpu_slots,
+        "degraded": c.store.degraded,
+    }
+
+
+def show(c: Controller, task: Task) -> dict[str, Any]:
+    attempts = c.store.attempts(task.id)
+    run = c.running.get(task.id)
+    if run is not None and attempts and attempts[-1].n == run.attempt.n:
+        attempts[-1] = run.attempt
+    hidden = c.secrets_of(task)
+    now = time.time()
+    runtime = None
+    if task.started_at is not None:
+        runtime = (task.ended_at or now) - task.started_at
+    events = [
+        {"ts": ts, "kind": kind, "detail": redact(detail, hidden)}
+        for ts, kind, detail in c.store.events(task.id)
+    ]
+    return {
+        **public(c, task),
+        "task_home": str(c.task_home(task)),
+        "env_keys": sorted(c.store.get_env(task.env_hash)),
+        "pid": run.attempt.pid if run else None,
+        "runtime_s": runtime,
+        "runtime": format_duration(runtime) if runtime is not None else None,
+        "remaining_s": (task.deadline - now) if task.deadline and run else None,
+        "depends_on_names": [c.index[d].fullname for d in task.depends_on if d in c.index],
+        "hold_devices": list(c.hold.devices) if c.hold and c.hold.task_id == task.id else [],
+        "executor_info": c.describe(task),
+        "attempt_list": [{**a.to_wire(), "reason": redact(a.reason, hidden)}
+                         for a in attempts],
+        "history": [e for e in events if e["kind"] in _STATUS_EVENTS],
+        "events": events,
+    }
+
+
+_STATUS_EVENTS = frozenset({*(str(s) for s in TaskStatus), "created"})
+
+
+def usage(c: Controller, task: Task) -> dict[str, Any]:
+    """Per attempt: runtime, peak RSS, CPU seconds, peak GPU memory per device."""
+    rows = []
+    for a in show(c, task)["attempt_list"]:
+        end = a["ended_at"] or time.time()
+        rows.append({
+            "attempt": a["n"], "started_at": a["started_at"], "ended_at": a["ended_at"],
+            "runtime_s": end - a["started_at"], "exit_code": a["exit_code"],
+            "end_reason": a["end_reason"], "devices": a["devices"],
+            "rss_peak_mib": a["usage"]["rss_peak_mib"],
+            "cpu_seconds": a["usage"]["cpu_seconds"],
+            "gpu_peak_mib": a["usage"]["gpu_peak_mib"],
+        })
+    return {"id": task.id, "fullname": task.fullname, "attempts": rows}
+
+
+def devices(c: Controller) -> dict[str, Any]:
+    names = {d.index: d for d in c.monitor.devices}
+    return {
+        "backend": c.backend.name if c.backend else None,
+        "hint": None if c.backend else NO_GPU_HINT,
+        "devices": [
+            {
+                "index": u.index, "name": names[u.index].name, "total_mib": u.total,
+                "used_by_meow_mib": u.used_by_meow, "used_by_others_mib": u.used_by_others,
+                "reserved_mib": u.reserved, "free_mib": u.free,
+                "utilization": names[u.index].utilization,
+                "tasks": [c.index[i].fullname for i in u.task_ids if i in c.index],
+            }
+            for u in c.accounting()
+        ],
+    }
