@@ -274,7 +274,8 @@ class Controller:
             ending = Ending(
                 exit.exit_code, run.intent, exit.reason,
                 gpu_oom=exit.exit_code not in (0, None) and self._gpu_oom(task, run.attempt),
-                host_oom=exit.host_oom, note=exit.detail or note,
+                host_oom=exit.host_oom,
+                note=task.warning if run.intent is StopIntent.ENFORCE else exit.detail or note,
             )
             rules = Rules(task.attempts, task.max_retries, self.settings.max_attempts,
                           task.resumable, task.retries_used)

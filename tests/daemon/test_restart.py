@@ -35,7 +35,7 @@ def test_restart_keeps_queue_and_running_tasks(meow_env: MeowEnv, tmp_path: Path
     assert meow_env.wait_status("runner", "failed")["exit_code"] == 4  # real exit code
     for i in range(5):
         meow_env.wait_status(f"q{i}", "done")
-    assert "integrity_check" and db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 def test_task_that_ends_while_no_daemon_runs_gets_its_exit_code(meow_env: MeowEnv, tmp_path):
