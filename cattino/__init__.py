@@ -14,9 +14,11 @@ import sys
 from typing import Any, NoReturn
 
 from cattino import tasks
+from cattino.handles import GracefulTimeout, TaskHandle, handle, remaining_time, resource_usage
 from cattino.magics import register_resolver
 
-__all__ = ["exit_and_retry", "export", "exported", "register_resolver", "tasks"]
+__all__ = ["GracefulTimeout", "TaskHandle", "exit_and_retry", "export", "exported", "handle",
+           "register_resolver", "remaining_time", "resource_usage", "tasks"]
 __version__ = "0.1.0"
 
 RETRY_EXIT_CODE = 100
