@@ -12,6 +12,7 @@ Scheduling is event-driven: submit, exit, resume and device changes set `_wake`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import shutil
 import signal
@@ -58,7 +59,7 @@ ExecutorFactory = Callable[[ExitCallback, "Controller"], dict[str, Executor]]
 
 def local_executors(on_exit: ExitCallback, c: Controller) -> dict[str, Executor]:
     return {"local": LocalExecutor(
-        on_exit, cgroups=Cgroups.detect(), tracked=c.monitor.known,
+        on_exit, cgroups=Cgroups.detect(_namespace(c.paths)), tracked=c.monitor.known,
         kill_grace=lambda: c.settings.kill_grace,
         kill_leftovers=lambda: c.settings.kill_leftovers)}
 
@@ -810,6 +811,11 @@ class Controller:
             executor.detach_all()
         for run in self.running.values():
             run.cancel_timers()
+
+
+def _namespace(paths: Paths) -> str:
+    """One cgroup folder per state directory."""
+    return "home-" + hashlib.sha256(str(paths.state.resolve()).encode()).hexdigest()[:12]
 
 
 def _vanished(pid: int | None) -> str:

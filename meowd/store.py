@@ -83,6 +83,12 @@ CREATE TABLE IF NOT EXISTS attempts (
     memory ANY,                     -- the memory request this attempt ran with
     PRIMARY KEY (task_id, n)
 ) STRICT;
+CREATE TABLE IF NOT EXISTS runtimes (
+    key TEXT NOT NULL,              -- what makes tasks alike (meowd.core.estimates)
+    runtime REAL NOT NULL,          -- seconds a successful attempt ran
+    ts REAL NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS runtimes_key ON runtimes(key, ts);
 CREATE TABLE IF NOT EXISTS requests (
     id TEXT PRIMARY KEY,            -- made by the client: a retried create is answered once
     ts REAL NOT NULL,
@@ -436,6 +442,21 @@ class Store:
     def last_attempt(self, task_id: int) -> Attempt | None:
         attempts = self.attempts(task_id)
         return attempts[-1] if attempts else None
+
+    # -- runtime history (estimates for backfill) ----------------------------------------
+    def record_runtime(self, key: str, runtime: float) -> None:
+        self._write("INSERT INTO runtimes (key, runtime, ts) VALUES (?, ?, ?)",
+                    (key, runtime, time.time()))
+
+    def runtimes(self) -> dict[str, list[float]]:
+        """The latest runtimes per key (at most 50 each), oldest first."""
+        found: dict[str, list[float]] = {}
+        for key, runtime in self._db.execute(
+                "SELECT key, runtime FROM (SELECT key, runtime, ts, row_number() OVER "
+                "(PARTITION BY key ORDER BY ts DESC) AS r FROM runtimes) WHERE r <= 50 "
+                "ORDER BY ts"):
+            found.setdefault(key, []).append(runtime)
+        return found
 
     # -- request ids and housekeeping ---------------------------------------------------
     def answer_of(self, request_id: str) -> Any:

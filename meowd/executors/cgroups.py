@@ -46,16 +46,20 @@ class Cgroups:
         self.base = base
 
     @classmethod
-    def detect(cls) -> Cgroups | None:
-        """`meow.tasks/` under meowd's own cgroup, if cgroup v2 lets us create it."""
+    def detect(cls, namespace: str = "") -> Cgroups | None:
+        """`meow.tasks/<namespace>/` under meowd's own cgroup, if cgroup v2 lets us create
+        it. The namespace (one per state directory) keeps two daemons that share a cgroup
+        (two users' homes, parallel test runs) from ever touching each other's tasks."""
         if os.environ.get("MEOW_NO_CGROUPS"):
             return None
         mount, own = _mount(), _own_cgroup()
         if mount is None or own is None:
             return None
         base = mount / own.lstrip("/") / "meow.tasks"
+        if namespace:
+            base = base / namespace
         try:
-            base.mkdir(exist_ok=True)
+            base.mkdir(parents=True, exist_ok=True)
             probe = base / f"probe-{os.getpid()}"
             probe.mkdir(exist_ok=True)
             probe.rmdir()
