@@ -2,8 +2,12 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# One line per test file with a running count (console_output_style in pyproject.toml), then
+# the slowest tests.
+PYTEST_ARGS ?= --durations=15 --durations-min=1
+DEFAULT_MINOR = $$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-pythons lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "meow needs Python >= 3.11"'
@@ -21,7 +25,12 @@ demo: install
 test: install
 	@./.ci/ensure-tools
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	PYTHON=$(BIN)/python ./.ci/pythons --except "$(DEFAULT_MINOR)" -- $(PYTEST_ARGS)
+
+# The daemon, CLI, unit and Cattino tests on each other supported Python (README).
+test-pythons: install
+	PYTHON=$(BIN)/python ./.ci/pythons --except "$(DEFAULT_MINOR)" -- $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python benchmarks/bench_cli.py
@@ -31,4 +40,4 @@ bench: install
 	$(BIN)/python benchmarks/simulate.py --scale
 
 clean:
-	rm -rf $(VENV) .meow-demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.* .meow-demo .pytest_cache .ruff_cache
