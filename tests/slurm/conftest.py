@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import uvloop
 
 HERE = Path(__file__).parent
 SCRIPT = HERE / "local-slurm.sh"
@@ -44,6 +45,11 @@ class SlurmCluster:
             if path.exists():
                 out.append(f"--- {name}\n" + "\n".join(path.read_text().splitlines()[-lines:]))
         return "\n".join(out)
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
+    """The tests here run on uvloop, the loop meowd runs on."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 def _free_ports(n: int) -> list[int]:

@@ -27,19 +27,30 @@ set -euo pipefail
 D=${LOCAL_SLURM_DIR:-/tmp/local-slurm}
 ACTION=${1:-}
 
-stop_pid() {  # name pidfile
-    local name=$1 pf=$2 pid
-    [ -f "$pf" ] || return 0
-    pid=$(cat "$pf")
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid"
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+stop_pids() {  # pidfile...: SIGTERM to each, then wait for all (SIGKILL after 10 s)
+    local pf pid pids=()
+    for pf in "$@"; do
+        [ -f "$pf" ] || continue
+        pid=$(cat "$pf")
+        kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+        rm -f "$pf"
+    done
+    for _ in $(seq 100); do
+        alive "${pids[@]}" || return 0
+        sleep 0.1
+    done
+    for pid in "${pids[@]}"; do
         if kill -0 "$pid" 2>/dev/null; then
-            echo "$name (pid $pid) ignored SIGTERM: SIGKILL" >&2
+            echo "pid $pid ignored SIGTERM: SIGKILL" >&2
             kill -KILL "$pid" 2>/dev/null || true
         fi
-    fi
-    rm -f "$pf"
+    done
+}
+
+alive() {  # pid...: is any of them running?
+    local pid
+    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && return 0; done
+    return 1
 }
 
 do_stop() {
@@ -53,10 +64,9 @@ do_stop() {
             sleep 0.1
         done
     fi
-    # slurmd first (it ends the job steps it still runs), then the controller, then munge.
-    stop_pid slurmd "$D/run/slurmd.pid"
-    stop_pid slurmctld "$D/run/slurmctld.pid"
-    stop_pid munged "$D/munge/munged.pid"
+    # No job is left: both Slurm daemons at once (each takes a second or two), then munge.
+    stop_pids "$D/run/slurmd.pid" "$D/run/slurmctld.pid"
+    stop_pids "$D/munge/munged.pid"
 }
 
 do_start() {

@@ -116,6 +116,7 @@ async def test_exit_codes_logs_and_environment(slurm: tuple[SlurmExecutor, Exits
                                                tmp_path: Path, logged: tuple[list[str], Path],
                                                ) -> None:
     executor, exits = slurm
+    assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")  # as in meowd
     secret = {"MEOW_TEST_SECRET": "s3cr3t-value"}
     ok = make_launch(tmp_path, 1, 'echo "out $MEOW_TEST_SECRET"; echo err >&2; pwd', env=secret)
     bad = make_launch(tmp_path, 2, "exit 3")
