@@ -24,6 +24,7 @@ demo: install
 
 test: install
 	@./.ci/ensure-tools
+	@./.ci/ensure-slurm
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	PYTHON=$(BIN)/python ./.ci/pythons --except "$(DEFAULT_MINOR)" -- $(PYTEST_ARGS)

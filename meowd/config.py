@@ -54,14 +54,27 @@ class Settings:
     """Stop what a task leaves running in its cgroup/tree when its main process ends."""
     retention_days: float = 0.0
     """Forget finished tasks (and their logs) this many days after they ended (0: keep)."""
+    executor: str = "local"
+    """Where tasks run unless they say: local (this machine's GPUs) or slurm (sbatch)."""
+    slurm_partition: str = ""
+    """Partition for Slurm jobs (empty: the cluster's default)."""
+    slurm_account: str = ""
+    """Account for Slurm jobs (empty: the user's default)."""
+    slurm_extra: str = ""
+    """More sbatch arguments for every job, shell-quoted (e.g. `--qos=high --constraint=a100`)."""
+    slurm_poll_interval: float = 10.0
+    """Seconds between squeue calls (one call for all jobs)."""
 
 
-_MINIMUM = {"poll_interval": 0.05, "hook_timeout": 0.1, "oom_scale": 1.0}
+_MINIMUM = {"poll_interval": 0.05, "hook_timeout": 0.1, "oom_scale": 1.0,
+            "slurm_poll_interval": 1.0}
+_FREE_TEXT = frozenset({"slurm_partition", "slurm_account", "slurm_extra"})
 """Floors where 0 would be harmful (a poll interval of 0 spins the daemon)."""
 
 _CHOICES = {
     "placement": ("spread", "pack", "first"),
     "override_exist_tasks": ("forbid", "rename", "allow"),
+    "executor": ("local", "slurm"),
 }
 
 
@@ -81,6 +94,10 @@ def check_setting(key: str, value: Any) -> Any:
     if key == "fake_gpus":
         if value is not None and not isinstance(value, str):
             raise BadRequest("fake_gpus must be a string such as 4x80GiB")
+        return value
+    if key in _FREE_TEXT:
+        if not isinstance(value, str) or "\x00" in value or "\n" in value:
+            raise BadRequest(f"{key} must be one line of text")
         return value
     if key == "default_time_limit" and isinstance(value, str):
         value = parse_duration(value)

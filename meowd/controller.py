@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import shlex
 import shutil
 import signal
 import time
@@ -41,13 +42,14 @@ from meowd.core.paths import Paths
 from meowd.core.protocol import BulkResult, CreateRequest, Selector, TaskSpec
 from meowd.core.reasons import EndReason
 from meowd.core.scheduler import DeviceView, Hold, Policy, Usage, account, can_ever_fit, place
-from meowd.core.units import format_mib, resolve_mib
+from meowd.core.units import format_mib
 from meowd.core.usage import over_memory, record
 from meowd.devices import NO_GPU_HINT, DeviceBackend
 from meowd.executors.base import Executor, ExitCallback, Handle, Launch
 from meowd.executors.base import Exit as Exit
 from meowd.executors.cgroups import Cgroups
 from meowd.executors.local import LocalExecutor, read_exit_file
+from meowd.executors.slurm import SlurmExecutor
 from meowd.monitor import UsageMonitor
 from meowd.secrets import LOG_FILTER, secret_values
 from meowd.store import Attempt, Store
@@ -57,11 +59,19 @@ log = logging.getLogger("meowd.controller")
 ExecutorFactory = Callable[[ExitCallback, "Controller"], dict[str, Executor]]
 
 
-def local_executors(on_exit: ExitCallback, c: Controller) -> dict[str, Executor]:
-    return {"local": LocalExecutor(
+def default_executors(on_exit: ExitCallback, c: Controller) -> dict[str, Executor]:
+    """The local executor, and Slurm's where `sbatch` is on the PATH."""
+    found: dict[str, Executor] = {"local": LocalExecutor(
         on_exit, cgroups=Cgroups.detect(_namespace(c.paths)), tracked=c.monitor.known,
         kill_grace=lambda: c.settings.kill_grace,
         kill_leftovers=lambda: c.settings.kill_leftovers)}
+    if shutil.which("sbatch"):
+        s = c.settings
+        found["slurm"] = SlurmExecutor(on_exit, partition=s.slurm_partition or None,
+                                       account=s.slurm_account or None,
+                                       extra=shlex.split(s.slurm_extra),
+                                       poll_interval=s.slurm_poll_interval)
+    return found
 
 
 @dataclass
@@ -73,6 +83,8 @@ class _Running:
     intent: StopIntent | None = None
     escalation: asyncio.TimerHandle | None = None
     time_up: asyncio.TimerHandle | None = None
+    starting: bool = False
+    """An asynchronous start (sbatch) is in flight: a stop waits for its job id."""
 
     def cancel_timers(self) -> None:
         for timer in (self.escalation, self.time_up):
@@ -82,7 +94,7 @@ class _Running:
 
 class Controller:
     def __init__(self, paths: Paths, settings: Settings, store: Store,
-                 backend: DeviceBackend | None, executors: ExecutorFactory = local_executors,
+                 backend: DeviceBackend | None, executors: ExecutorFactory = default_executors,
                  ) -> None:
         self.paths = paths
         self.settings = settings
@@ -105,6 +117,7 @@ class Controller:
         self._lost_output: set[int] = set()
         """Tasks whose attempt ran while the disk was full: their logs get a marker."""
         self._last_prune = 0.0
+        self._jobs: set[asyncio.Task[None]] = set()
         self.executors = executors(self._on_exit, self)
 
     @property
@@ -345,15 +358,17 @@ class Controller:
             answer = self.store.answer_of(request.request_id)
             if answer is not None:  # the client's retry after a lost connection
                 return answer
+        specs = [spec if spec.executor else replace(spec, executor=self.settings.executor)
+                 for spec in request.tasks]
         checked: set[tuple[Any, ...]] = set()
-        for spec in request.tasks:  # a 10,000-task sweep usually has one shape
+        for spec in specs:  # a 10,000-task sweep usually has one shape
             memory = spec.requires_memory_per_device
             shape = (spec.min_devices, memory, isinstance(memory, float), spec.executor)
             if shape not in checked:
-                self._check_fits(spec)
                 if spec.executor not in self.executors:
-                    raise Refused(f"no executor {spec.executor!r} here (have: "
-                                  f"{', '.join(sorted(self.executors))})")
+                    raise Refused(f"no {spec.executor} executor here: sbatch is not on meowd's "
+                                  "PATH (run meowd on a Slurm login node)")
+                self._check_fits(spec)
                 checked.add(shape)
 
         def describe(fullname: str) -> str:
@@ -366,7 +381,7 @@ class Controller:
         now = time.time()
         default_limit = self.settings.default_time_limit or None
         new: list[Task] = []
-        for spec, fullname in zip(request.tasks, names, strict=True):
+        for spec, fullname in zip(specs, names, strict=True):
             new.append(Task(
                 id=self._next_id + len(new), name=fullname.rpartition("/")[2],
                 fullname=fullname, command=spec.command, cwd=request.cwd, env_hash="",
@@ -374,7 +389,7 @@ class Controller:
                 requires_memory_per_device=spec.requires_memory_per_device, created_at=now,
                 depends_on=self._predecessors(spec), enforce_memory=spec.enforce_memory,
                 time_limit=spec.time_limit or default_limit, max_retries=spec.max_retries,
-                resumable=spec.resumable, executor=spec.executor,
+                resumable=spec.resumable, executor=spec.executor or "local",
             ))
         answer = [{"id": t.id, "name": t.name, "fullname": t.fullname} for t in new]
         with self.store.transaction(critical=True):
@@ -442,6 +457,9 @@ class Controller:
         """Ask the executor to stop a running attempt; False when it had already ended
         (its own exit, not this intent, then decides its outcome)."""
         run = self.running[task.id]
+        if run.starting:  # signalled once its job id is known (see _start_async)
+            run.intent = run.intent or intent
+            return True
         if not run.executor.signal(task.id, sig):
             return False
         if run.intent is None or intent is StopIntent.REMOVE:
@@ -670,33 +688,22 @@ class Controller:
 
     def schedule(self) -> int:
         """One placement pass; returns how many tasks were started."""
-        if not self.index.queue or self.store.degraded:
+        if self.store.degraded:  # a start that cannot be recorded could run twice
             self.hold = None
             return 0
-        views_ = [DeviceView(u.index, u.total, u.free, len(u.task_ids), u.used_by_others)
-                  for u in self.accounting()]
-        cpu_busy = sum(1 for i in self.running if self.index[i].min_devices == 0)
-        visible = self.settings.visible_devices
-        plan = place(self.index.queue, views_, self.settings.cpu_slots - cpu_busy,
-                     self.policy(), now=time.time(),
-                     visible=None if visible is None else frozenset(visible))
-        if plan.hold != self.hold:
-            if plan.hold is not None:
-                held = self.index[plan.hold.task_id]
-                log.info("holding GPUs %s for task %d %s", plan.hold.devices, held.id,
-                         held.fullname)
-            self.bump()
-        self.hold = plan.hold
-        if not plan.placements:
+        chosen = [(self.index[p.task_id], list(p.devices), list(p.reserved_mib))
+                  for p in self._place()]
+        chosen += [(t, [], []) for t in sorted(self.index.remote.values(),
+                                                key=lambda t: (-t.priority, t.created_at, t.id))]
+        if not chosen:
             return 0
         started: list[tuple[Task, Attempt]] = []
         # Phase 1: commit the intent. A crash after this and before the start is seen on
         # restart (no pid, no wrapper process) and requeued, so nothing runs twice.
         now = time.time()
         with self.store.transaction():
-            for placement in plan.placements:
-                task = self.index[placement.task_id]
-                task.begin_attempt(list(placement.devices), list(placement.reserved_mib), now)
+            for task, devices, reserved in chosen:
+                task.begin_attempt(devices, reserved, now)
                 stem = self.attempt_stem(task, task.attempts)
                 attempt = Attempt(
                     task_id=task.id, n=task.attempts, pid=None, create_time=None,
@@ -712,19 +719,73 @@ class Controller:
         failed: list[tuple[Task, str]] = []
         with self.store.transaction():
             for task, attempt in started:
+                run = self.running[task.id]
                 try:
-                    handle = self.running[task.id].executor.start(self._launch(task, attempt))
+                    launch = self._launch(task, attempt)
+                    if hasattr(run.executor, "start_async"):  # sbatch: off the pass
+                        run.starting = True
+                        self._background(self._start_async(task, run, launch))
+                        continue
+                    handle = run.executor.start(launch)
                 except Exception as exc:
                     failed.append((task, f"cannot start: {exc}"))
                     continue
-                attempt.pid, attempt.create_time = handle.pid, handle.create_time
-                attempt.job_id = handle.job_id
-                self.store.insert_attempt(attempt)
-                self._arm_deadline(task)
+                self._started(task, attempt, handle)
         for task, reason in failed:
             log.warning("task %d %s: %s", task.id, task.fullname, reason)
             self._finish_plain(task, TaskStatus.FAILED, EndReason.SPAWN, reason)
         return len(started) - len(failed)
+
+    def _place(self) -> list[Any]:
+        """Local placements from the pure scheduler; remembers the GPUs it holds."""
+        if not self.index.queue:
+            self.hold = None
+            return []
+        views_ = [DeviceView(u.index, u.total, u.free, len(u.task_ids), u.used_by_others)
+                  for u in self.accounting()]
+        cpu_busy = sum(1 for i in self.running
+                       if self.index[i].min_devices == 0 and self.index[i].executor == "local")
+        visible = self.settings.visible_devices
+        plan = place(self.index.queue, views_, self.settings.cpu_slots - cpu_busy,
+                     self.policy(), now=time.time(),
+                     visible=None if visible is None else frozenset(visible))
+        if plan.hold != self.hold:
+            if plan.hold is not None:
+                held = self.index[plan.hold.task_id]
+                log.info("holding GPUs %s for task %d %s", plan.hold.devices, held.id,
+                         held.fullname)
+            self.bump()
+        self.hold = plan.hold
+        return plan.placements
+
+    def _started(self, task: Task, attempt: Attempt, handle: Handle) -> None:
+        attempt.pid, attempt.create_time = handle.pid, handle.create_time
+        attempt.job_id = handle.job_id
+        self.store.insert_attempt(attempt)
+        self._arm_deadline(task)
+
+    async def _start_async(self, task: Task, run: _Running, launch: Launch) -> None:
+        try:
+            handle = await run.executor.start_async(launch)  # type: ignore[attr-defined]
+        except Exception as exc:
+            run.starting = False
+            if self.running.get(task.id) is run:
+                self._finish_plain(task, TaskStatus.FAILED, EndReason.SPAWN,
+                                   f"cannot start: {exc}")
+            return
+        run.starting = False
+        if self.running.get(task.id) is not run:
+            return
+        with self.store.transaction():
+            self._started(task, run.attempt, handle)
+        if run.intent is not None:  # stopped while it was being submitted
+            run.executor.signal(task.id, signal.SIGTERM)
+        self.bump()
+
+    def _background(self, coro: Any) -> None:
+        job = asyncio.get_running_loop().create_task(coro)
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
 
     def _launch(self, task: Task, attempt: Attempt) -> Launch:
         home = self.task_home(task)
@@ -744,10 +805,12 @@ class Controller:
                 raise OSError(f"working directory {task.cwd} does not exist")
         if task.deadline:
             env["MEOW_DEADLINE"] = f"{task.deadline:.3f}"
-        totals = {d.index: d.total_mib for d in self.monitor.devices}
         memory = task.requires_memory_per_device
-        mib = (resolve_mib(memory, max(totals.values())) if isinstance(memory, float) and totals
-               else int(memory) if isinstance(memory, int) and memory else None)
+        if isinstance(memory, float):  # a ratio of GPUs meow cannot see is no amount
+            mib = None if task.executor != "local" or not task.reserved_mib \
+                else max(task.reserved_mib)
+        else:
+            mib = int(memory) or None
         return Launch(task.id, attempt.n, task.fullname, task.command, task.cwd, env,
                       attempt.stdout, attempt.stderr, attempt.exit_file, tuple(task.devices),
                       task.min_devices, mib, task.time_limit)

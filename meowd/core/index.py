@@ -26,6 +26,10 @@ class TaskIndex:
         self.waiting: dict[int, Task] = {}
         """Every waiting task; `queue` holds those whose predecessors are done."""
         self.queue = WaitQueue()
+        """Waiting local tasks ready to be placed on this machine's GPUs."""
+        self.remote: dict[int, Task] = {}
+        """Waiting tasks of other executors (Slurm) ready to be handed on: their own
+        system places them."""
         self.successors: dict[int, set[int]] = {}
 
     def __len__(self) -> int:
@@ -64,6 +68,7 @@ class TaskIndex:
             del self.by_name[task.fullname]
         self.waiting.pop(task.id, None)
         self.queue.discard(task.id)
+        self.remote.pop(task.id, None)
         for dep in task.depends_on:
             self.successors.get(dep, set()).discard(task.id)
         changed = []
@@ -100,16 +105,20 @@ class TaskIndex:
         before = task.dependency
         if task.status is not TaskStatus.WAITING:
             self.queue.discard(task.id)
+            self.remote.pop(task.id, None)
             task.dependency = None
             return before is not None
         blocker = self.blocker(task)
         if blocker is None:
             task.dependency = None
-            if task.id not in self.queue:
+            if task.executor != "local":
+                self.remote[task.id] = task
+            elif task.id not in self.queue:
                 self.queue.add(Candidate(task.id, task.priority, task.created_at,
                                          task.min_devices, task.requires_memory_per_device))
         else:
             self.queue.discard(task.id)
+            self.remote.pop(task.id, None)
             task.dependency = (f"waiting for {blocker.fullname}" if blocker.status in ACTIVE
                                else f"blocked: {blocker.fullname} {blocker.status}")
         return task.dependency != before

@@ -90,7 +90,8 @@ class TaskSpec:
     """Seconds an attempt may run (None: the `default_time_limit` setting)."""
     max_retries: int = 0
     resumable: bool = False
-    executor: str = "local"
+    executor: str | None = None
+    """local or slurm; None: the `executor` setting."""
 
     @classmethod
     def from_wire(cls, raw: Any) -> TaskSpec:
@@ -133,8 +134,8 @@ class TaskSpec:
         if not 0 <= max_retries <= MAX_RETRIES:
             raise BadRequest(f"max_retries must be between 0 and {MAX_RETRIES}")
         resumable = _get(raw, "resumable", bool, False)
-        executor = _get(raw, "executor", str, "local")
-        if executor not in EXECUTORS:
+        executor = _get(raw, "executor", str, None)
+        if executor is not None and executor not in EXECUTORS:
             raise BadRequest(f"executor must be one of: {', '.join(EXECUTORS)}")
         return cls(command, name, priority, min_devices, memory, group, tuple(after), enforce,
                    env, None if time_limit is None else float(time_limit), max_retries,
