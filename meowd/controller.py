@@ -393,6 +393,13 @@ class Controller:
             ))
         answer = [{"id": t.id, "name": t.name, "fullname": t.fullname} for t in new]
         with self.store.transaction(critical=True):
+            for old in replaced:  # first: their fullnames are UNIQUE in the table
+                if old.id in self.running:
+                    self.index.forget_name(old)
+                    old.fullname = f"{old.fullname}~{old.id}"
+                    self.store.update_task(old, "replaced")
+                else:
+                    self._remove(old)
             digest = self.store.put_env(request.env)
             for task, spec in zip(new, request.tasks, strict=True):
                 task.env_hash = (self.store.put_env({**request.env, **spec.env}) if spec.env
@@ -400,14 +407,9 @@ class Controller:
             self.store.insert_tasks(new)
             if request.request_id:
                 self.store.remember_answer(request.request_id, answer)
-            for old in replaced:
-                if old.id in self.running:
-                    self._terminate(old, StopIntent.REMOVE, signal.SIGKILL)
-                    self.index.forget_name(old)
-                    old.fullname = f"{old.fullname}~{old.id}"  # frees the UNIQUE fullname
-                    self.store.update_task(old, "replaced")
-                else:
-                    self._remove(old)
+        for old in replaced:  # once the change is stored
+            if old.id in self.running:
+                self._terminate(old, StopIntent.REMOVE, signal.SIGKILL)
         self._next_id += len(new)
         for task in new:
             self.index.add(task)

@@ -168,14 +168,15 @@ def test_a_failed_middle_task_blocks_its_successors(meow_env: MeowEnv, tmp_path:
     meow_env.meow("create", "dag.py", cwd=str(tmp_path))
     meow_env.wait_status("dag/middle", "failed")
     meow_env.wait_status("dag/side", "done")
-    last = wait_for(lambda: (t := meow_env.tasks()["dag/last"])["reason"] and t)
-    assert (last["status"], last["reason"]) == ("waiting", "blocked: dag/middle failed")
+    last = wait_for(lambda: (t := meow_env.tasks()["dag/last"])["dependency"] and t)
+    assert (last["status"], last["dependency"]) == ("waiting", "blocked: dag/middle failed")
+    assert last["why"] == "blocked: dag/middle failed" and last["reason"] is None
     assert not (tmp_path / "last-ran").exists()
     assert "blocked: dag/middle failed" in meow_env.meow("list").stdout
     # clean keeps a failed task that a waiting task still depends on
     cleaned = meow_env.meow("clean", "--all", "-v").stdout
     assert "dag/middle" not in cleaned and "dag/side" in cleaned
-    assert meow_env.tasks()["dag/last"]["reason"] == "blocked: dag/middle failed"
+    assert meow_env.tasks()["dag/last"]["dependency"] == "blocked: dag/middle failed"
     # With cascade_cancel_on_failure, the successors are cancelled instead.
     meow_env.meow("set", "cascade_cancel_on_failure", "true")
     meow_env.meow("create", "dag.py", "-g", "again", cwd=str(tmp_path))
@@ -295,7 +296,8 @@ def test_override_allow_replaces_and_shutdown_on_complete_exits(meow_env: MeowEn
     meow_env.meow("create", "echo replaced", "-n", "job", "-c", "0")
     meow_env.wait_status("job", "done")
     assert stdout_of(meow_env, "job") == "replaced\n"
-    assert list(meow_env.tasks()) == ["job"]
+    # the replaced task is forgotten once its process is gone
+    wait_for(lambda: list(meow_env.tasks()) == ["job"], what="the replaced task to go")
     meow_env.meow("set", "shutdown_on_complete", "true")
     meow_env.meow("create", "sleep 0.5", "-n", "last", "-c", "0")
     assert meow_env.daemon.wait(20) == 0  # the daemon left by itself once idle
