@@ -1,0 +1,190 @@
+"""Starting attempts: one placement pass (the pure scheduler for this machine's GPUs; tasks
+of other executors go straight to them), the two-phase start (commit the attempt, then
+start it, so a crash between never runs a task twice), and time limits. A part of the
+controller (mixed into `Controller`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from meowd.core.lifecycle import StopIntent
+from meowd.core.models import Task, TaskStatus
+from meowd.core.reasons import EndReason
+from meowd.core.scheduler import DeviceView, Policy, place
+from meowd.executors.base import Executor, Handle, Launch
+from meowd.store import Attempt
+
+log = logging.getLogger("meowd.controller")
+
+
+@dataclass
+class Running:
+    """Runtime-only facts about a running attempt (never persisted)."""
+
+    attempt: Attempt
+    executor: Executor
+    intent: StopIntent | None = None
+    escalation: asyncio.TimerHandle | None = None
+    time_up: asyncio.TimerHandle | None = None
+    starting: bool = False
+    """An asynchronous start (sbatch) is in flight: a stop waits for its job id."""
+
+    def cancel_timers(self) -> None:
+        for timer in (self.escalation, self.time_up):
+            if timer is not None:
+                timer.cancel()
+
+class Starting:
+    def policy(self) -> Policy:
+        s = self.settings
+        return Policy(starvation_guard=s.starvation_guard, reserve_after=s.reserve_after,
+                      fit=s.placement, head_of_line=s.head_of_line)  # type: ignore[arg-type]
+
+    def schedule(self) -> int:
+        """One placement pass; returns how many tasks were started."""
+        if self.store.degraded:  # a start that cannot be recorded could run twice
+            self.hold = None
+            return 0
+        chosen = [(self.index[p.task_id], list(p.devices), list(p.reserved_mib))
+                  for p in self._place()]
+        chosen += [(t, [], []) for t in sorted(self.index.remote.values(),
+                                                key=lambda t: (-t.priority, t.created_at, t.id))]
+        if not chosen:
+            return 0
+        started: list[tuple[Task, Attempt]] = []
+        # Phase 1: commit the intent. A crash after this and before the start is seen on
+        # restart (no pid, no wrapper process) and requeued, so nothing runs twice.
+        now = time.time()
+        with self.store.transaction():
+            for task, devices, reserved in chosen:
+                task.begin_attempt(devices, reserved, now)
+                stem = self.attempt_stem(task, task.attempts)
+                attempt = Attempt(
+                    task_id=task.id, n=task.attempts, pid=None, create_time=None,
+                    devices=task.devices, started_at=now, stdout=f"{stem}.stdout.log",
+                    stderr=f"{stem}.stderr.log", exit_file=f"{stem}.exit",
+                    deadline=task.deadline, memory=task.requires_memory_per_device,
+                )
+                self.store.insert_attempt(attempt)
+                self._set_status(task, TaskStatus.RUNNING, None)
+                self.running[task.id] = Running(attempt, self.executors[task.executor])
+                started.append((task, attempt))
+        # Phase 2: start, then record the handles. Any failure ends that task alone.
+        failed: list[tuple[Task, str]] = []
+        with self.store.transaction():
+            for task, attempt in started:
+                run = self.running[task.id]
+                try:
+                    launch = self._launch(task, attempt)
+                    if hasattr(run.executor, "start_async"):  # sbatch: off the pass
+                        run.starting = True
+                        self._background(self._start_async(task, run, launch))
+                        continue
+                    handle = run.executor.start(launch)
+                except Exception as exc:
+                    failed.append((task, f"cannot start: {exc}"))
+                    continue
+                self._started(task, attempt, handle)
+        for task, reason in failed:
+            log.warning("task %d %s: %s", task.id, task.fullname, reason)
+            self._finish_plain(task, TaskStatus.FAILED, EndReason.SPAWN, reason)
+        return len(started) - len(failed)
+
+    def _place(self) -> list[Any]:
+        """Local placements from the pure scheduler; remembers the GPUs it holds."""
+        if not self.index.queue:
+            self.hold = None
+            return []
+        views_ = [DeviceView(u.index, u.total, u.free, len(u.task_ids), u.used_by_others)
+                  for u in self.accounting()]
+        cpu_busy = sum(1 for i in self.running
+                       if self.index[i].min_devices == 0 and self.index[i].executor == "local")
+        visible = self.settings.visible_devices
+        plan = place(self.index.queue, views_, self.settings.cpu_slots - cpu_busy,
+                     self.policy(), now=time.time(),
+                     visible=None if visible is None else frozenset(visible))
+        if plan.hold != self.hold:
+            if plan.hold is not None:
+                held = self.index[plan.hold.task_id]
+                log.info("holding GPUs %s for task %d %s", plan.hold.devices, held.id,
+                         held.fullname)
+            self.bump()
+        self.hold = plan.hold
+        return plan.placements
+
+    def _started(self, task: Task, attempt: Attempt, handle: Handle) -> None:
+        attempt.pid, attempt.create_time = handle.pid, handle.create_time
+        attempt.job_id = handle.job_id
+        self.store.insert_attempt(attempt)
+        self._arm_deadline(task)
+
+    async def _start_async(self, task: Task, run: Running, launch: Launch) -> None:
+        try:
+            handle = await run.executor.start_async(launch)  # type: ignore[attr-defined]
+        except Exception as exc:
+            run.starting = False
+            if self.running.get(task.id) is run:
+                self._finish_plain(task, TaskStatus.FAILED, EndReason.SPAWN,
+                                   f"cannot start: {exc}")
+            return
+        run.starting = False
+        if self.running.get(task.id) is not run:
+            return
+        with self.store.transaction():
+            self._started(task, run.attempt, handle)
+        if run.intent is not None:  # stopped while it was being submitted
+            run.executor.signal(task.id, signal.SIGTERM)
+        self.bump()
+
+    def _background(self, coro: Any) -> None:
+        job = asyncio.get_running_loop().create_task(coro)
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+    def _launch(self, task: Task, attempt: Attempt) -> Launch:
+        home = self.task_home(task)
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        visible = ",".join(map(str, task.devices))
+        env = {
+            **self.store.get_env(task.env_hash),
+            "MEOW_TASK_HOME": str(home), "CATTINO_TASK_HOME": str(home),
+            "MEOW_TASK_ID": str(task.id), "MEOW_TASK_NAME": task.fullname,
+            "MEOW_ATTEMPT": str(attempt.n), "MEOW_NOTE_FILE": attempt.file("note"),
+        }
+        if task.executor == "local":
+            env.update({"CUDA_VISIBLE_DEVICES": visible,
+                        "NVIDIA_VISIBLE_DEVICES": visible if visible else "void",
+                        "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+            if not Path(task.cwd).is_dir():
+                raise OSError(f"working directory {task.cwd} does not exist")
+        if task.deadline:
+            env["MEOW_DEADLINE"] = f"{task.deadline:.3f}"
+        memory = task.requires_memory_per_device
+        if isinstance(memory, float):  # a ratio of GPUs meow cannot see is no amount
+            mib = None if task.executor != "local" or not task.reserved_mib \
+                else max(task.reserved_mib)
+        else:
+            mib = int(memory) or None
+        return Launch(task.id, attempt.n, task.fullname, task.command, task.cwd, env,
+                      attempt.stdout, attempt.stderr, attempt.exit_file, tuple(task.devices),
+                      task.min_devices, mib, task.time_limit)
+
+    def _arm_deadline(self, task: Task) -> None:
+        run = self.running.get(task.id)
+        if run is None or not task.deadline:
+            return
+        delay = max(0.0, task.deadline - time.time())
+        run.time_up = asyncio.get_running_loop().call_later(delay, self._time_up, task.id)
+
+    def _time_up(self, task_id: int) -> None:
+        run = self.running.get(task_id)
+        if run is not None and run.intent is None:
+            task = self.index[task_id]
+            log.info("task %d %s reached its time limit", task_id, task.fullname)
+            self._terminate(task, StopIntent.TIMEOUT, signal.SIGTERM)
