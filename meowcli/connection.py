@@ -1,20 +1,29 @@
 """The light half of the client: a framed, blocking connection to meowd, and starting
 the daemon. It avoids asyncio, dataclasses and the typed protocol so that `meow create`
 stays close to Python's own start-up time; `meowcli.client` builds on it.
+
+Nothing is sent before the daemon is known to be ours: the socket's directory must be
+private (not a symlink, ours, writable by nobody else) and the process listening on it
+must run as our uid (or root's, for a system-wide daemon). Otherwise another user who
+planted /tmp/meow-$UID would receive every request, environment and secrets included.
 """
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
+import struct
 import sys
 import time
 from pathlib import Path
 
-from meowd.core.errors import ERRORS_BY_CODE, MeowError
+from meowd.core.errors import ERRORS_BY_CODE, MeowError, PermissionDenied
 from meowd.core.framing import FrameDecoder, decode_payload, encode_frame
-from meowd.core.paths import Paths, resolve_paths
+from meowd.core.paths import Paths, resolve_paths, unsafe_directory, user_name
 
 START_TIMEOUT = 15.0
+_CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 class NotRunning(MeowError):
@@ -31,16 +40,21 @@ class Connection:
 
     # -- connection ----------------------------------------------------------------------
     def connect(self) -> Connection:
+        check_socket_directory(self.paths.socket.parent)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
             sock.connect(str(self.paths.socket))
+            check_peer(sock, self.paths.socket)
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
             raise NotRunning(f"meowd is not running (no daemon at {self.paths.socket})") from None
         except PermissionError:
             sock.close()
             raise MeowError(f"permission denied on {self.paths.socket}") from None
+        except BaseException:
+            sock.close()
+            raise
         self._sock = sock
         return self
 
@@ -99,6 +113,40 @@ class Connection:
             raise MeowError("meowd closed the connection") from None
 
 
+_ELSEWHERE = "set MEOW_HOME (or XDG_RUNTIME_DIR) to a directory of your own"
+
+
+def check_socket_directory(directory: Path) -> None:
+    """Refuse a socket directory that another user planted or can write into. A missing
+    one is fine: nothing listens there, and the daemon creates it privately."""
+    try:
+        st = os.lstat(directory)
+    except FileNotFoundError:
+        return
+    except OSError as exc:  # e.g. a parent we may not enter
+        raise PermissionDenied(f"cannot check {directory}: {exc.strerror}") from None
+    problem = unsafe_directory(st, os.getuid(), root_ok=True)
+    if problem is None:
+        return
+    if st.st_uid == os.getuid() and stat.S_ISDIR(st.st_mode):  # ours, only too open
+        fix = f"run chmod 700 {directory}"
+    else:
+        fix = f"have it removed (rm -r {directory}, as root if it is not yours) or {_ELSEWHERE}"
+    raise PermissionDenied(f"refusing to use {directory}: it {problem}, so another user "
+                           f"could be listening there; {fix}")
+
+
+def check_peer(sock: socket.socket, path: Path) -> None:
+    """The process that listens must be ours (or root's): SO_PEERCRED, as the daemon
+    checks us."""
+    _, uid, _ = _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
+    if uid not in (os.getuid(), 0):
+        raise PermissionDenied(
+            f"refusing to talk to {path}: the process listening there runs as "
+            f"{user_name(uid)}, not as you, so it is not your meowd; {_ELSEWHERE}, "
+            f"or stop that process and remove {path}")
+
+
 def _answers(paths: Paths) -> bool:
     try:
         Connection(paths, timeout=2).connect().close()
@@ -113,7 +161,8 @@ def start_daemon(paths: Paths, timeout: float = START_TIMEOUT) -> None:
 
     paths.state.mkdir(parents=True, exist_ok=True, mode=0o700)
     log_path = paths.daemon_log
-    with open(log_path, "ab") as log:
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    with open(fd, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "meowd"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,

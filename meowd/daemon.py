@@ -13,7 +13,7 @@ from meowd.config import Settings
 from meowd.controller import Controller
 from meowd.core.paths import Paths
 from meowd.devices import DeviceBackend, open_backend
-from meowd.server import Server, bind_socket
+from meowd.server import OwnSocket, Server, bind_socket
 from meowd.store import Store
 
 log = logging.getLogger("meowd")
@@ -36,6 +36,19 @@ def _take_lock(path: Path) -> int:
     return fd
 
 
+def _private_files(paths: Paths) -> None:
+    """State files are 0600: create the database so (SQLite gives its -wal and -shm the
+    database's mode), and tighten files an older meowd left 0644."""
+    os.close(os.open(paths.database, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    for path in (paths.database, paths.database.with_name("meow.db-wal"),
+                 paths.database.with_name("meow.db-shm"), paths.daemon_log):
+        try:
+            if path.stat().st_uid == os.getuid():
+                os.chmod(path, 0o600)
+        except OSError:
+            pass
+
+
 class Daemon:
     def __init__(self, paths: Paths, settings: Settings) -> None:
         self.paths = paths
@@ -47,7 +60,7 @@ class Daemon:
         self.backend: DeviceBackend | None = None
         self.controller: Controller | None = None
         self.server: Server | None = None
-        self._owns_socket = False
+        self._own_socket: OwnSocket | None = None
 
     def request_exit(self, kill_tasks: bool = False) -> None:
         self._kill_tasks = self._kill_tasks or kill_tasks
@@ -68,6 +81,7 @@ class Daemon:
         os.chmod(self.paths.state, 0o700)
         self.paths.tasks.mkdir(exist_ok=True, mode=0o700)
         self._lock_fd = _take_lock(self.paths.lock)
+        _private_files(self.paths)
         self.store = Store(self.paths.database)
         self.backend = await asyncio.to_thread(open_backend, self.settings, self.paths)
         self.controller = Controller(self.paths, self.settings, self.store, self.backend)
@@ -75,8 +89,9 @@ class Daemon:
         await self.controller.start()
         self.server = Server(self.controller, self.request_exit)
         inherited = systemd.inherited_socket()
-        self._owns_socket = inherited is None
-        await self.server.start(inherited or bind_socket(self.paths.socket))
+        if inherited is None:
+            self._own_socket = bind_socket(self.paths.socket)
+        await self.server.start(inherited or self._own_socket.sock)
         log.info(
             "meowd %d listening on %s%s (devices: %s, state: %s)", os.getpid(), self.paths.socket,
             " (socket from systemd)" if inherited else "",
@@ -90,11 +105,8 @@ class Daemon:
         systemd.notify("STOPPING=1")
         if self.server:
             await self.server.stop()
-        if self._owns_socket:  # a socket from systemd stays: systemd owns it
-            try:
-                self.paths.socket.unlink(missing_ok=True)
-            except OSError:
-                pass
+        if self._own_socket:  # a socket from systemd stays: systemd owns it
+            self._own_socket.remove()
         if self.controller:
             await self.controller.stop(self._kill_tasks)
         if self.backend:

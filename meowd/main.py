@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -17,6 +18,10 @@ from meowd.daemon import AlreadyRunning, Daemon
 from meowd.secrets import LOG_FILTER
 
 log = logging.getLogger("meowd")
+
+UMASK = 0o077
+"""meowd's files (database, its -wal and -shm, logs, config, task files) are created
+0600 in 0700 directories, whatever umask started it, as PostgreSQL does."""
 
 
 def _loop_factory():
@@ -46,6 +51,7 @@ async def _serve(daemon: Daemon) -> None:
 
 def run_daemon(verbose: bool = False) -> int:
     """Run the daemon in the foreground until asked to stop. Returns an exit status."""
+    os.umask(UMASK)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -3,11 +3,21 @@
 A bad frame or request gets an error reply and the connection carries on (the framing
 keeps the stream in sync); only an oversized frame header closes it, since the stream
 cannot be resynchronised. Nothing a client sends can stop the server.
+
+Memory is bounded: a frame over 1 MiB must be a create (the framing checks its first
+bytes), and the bytes of unfinished frames across all connections are capped; past the
+cap the connection holding the most is closed with an error.
+
+The socket this meowd binds lives in a private directory it opened without following
+links; it removes that socket, and only that one, when it stops. A socket passed by
+systemd is never removed (asyncio >= 3.13 would, on close: `cleanup_socket` is off).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import inspect
 import logging
 import os
 import socket
@@ -19,6 +29,7 @@ from pathlib import Path
 from meowd.controller import Controller
 from meowd.core.errors import FrameTooLarge, MeowError, PermissionDenied
 from meowd.core.framing import FrameDecoder, decode_payload, encode_frame
+from meowd.core.paths import unsafe_directory, user_name
 from meowd.core.protocol import (
     ExitRequest,
     SubscribeRequest,
@@ -38,44 +49,148 @@ IDLE_TIMEOUT = 600.0
 Waiting on a reply (`meow wait`, `watch`) is not idle: the daemon is the one working."""
 WRITE_TIMEOUT = 60.0
 """A client that does not read its replies for this long is dropped."""
+MAX_BUFFERED = 96 * 1024 * 1024
+"""Bytes of unfinished frames held across all connections: one create of the largest
+frame (64 MiB) fits beside others' partial requests; 8 clients each sending 64 MiB
+without finishing no longer hold 512 MiB."""
+READ_LIMIT = 64 * 1024
+"""asyncio's own per-connection buffer stops reading from the socket at twice this."""
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     return _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
 
 
-def bind_socket(path: Path) -> socket.socket:
-    """Bind a fresh 0600 socket in a 0700 directory, replacing a stale one."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if path.parent.stat().st_uid != os.getuid():
-        raise PermissionDenied(f"{path.parent} belongs to another user; refusing to listen there")
-    os.chmod(path.parent, 0o700)
-    path.unlink(missing_ok=True)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)
+class OwnSocket:
+    """A listening socket this meowd bound, with the directory it was bound in (an open
+    fd, so that a path swapped later cannot redirect the removal)."""
+
+    def __init__(self, sock: socket.socket, dir_fd: int, name: str) -> None:
+        self.sock = sock
+        self._dir_fd = dir_fd
+        self._name = name
+        self._inode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_ino
+
+    def remove(self) -> None:
+        """Unlink the socket file if it is still the one we bound; close the directory."""
+        try:
+            st = os.stat(self._name, dir_fd=self._dir_fd, follow_symlinks=False)
+            if st.st_ino == self._inode:
+                os.unlink(self._name, dir_fd=self._dir_fd)
+        except OSError:
+            pass
+        finally:
+            os.close(self._dir_fd)
+
+
+def private_directory(directory: Path) -> int:
+    """Create `directory` 0700 if missing and open it without following a symlink; refuse
+    one that is not ours. Returns an fd of the directory (0700 once this returns)."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
     try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
-    sock.listen(128)
-    return sock
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        problem = unsafe_directory(os.lstat(directory), os.getuid()) or "is not a directory"
+        raise PermissionDenied(_refusal(directory, problem)) from None
+    st = os.fstat(fd)
+    if st.st_uid != os.getuid():
+        os.close(fd)
+        raise PermissionDenied(_refusal(directory, f"belongs to {user_name(st.st_uid)}"))
+    os.fchmod(fd, 0o700)
+    return fd
+
+
+def _refusal(directory: Path, problem: str) -> str:
+    return (f"refusing to listen in {directory}: it {problem}, and another user may have "
+            f"planted it; have it removed (rm -r {directory}, as root if it is not yours) "
+            "or set MEOW_HOME (or XDG_RUNTIME_DIR) to a directory of your own")
+
+
+def _listening(path: Path) -> bool:
+    """Whether a live socket is bound at `path` (for instance systemd's meowd.socket)."""
+    try:
+        with open("/proc/net/unix") as f:
+            next(f, None)
+            for line in f:
+                fields = line.split(None, 7)
+                if (len(fields) == 8 and fields[7].rstrip("\n") == str(path)
+                        and int(fields[3], 16) & 0x10000):  # __SO_ACCEPTCON: listening
+                    return True
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def bind_socket(path: Path) -> OwnSocket:
+    """Bind a fresh 0600 socket in a private 0700 directory, replacing a stale one.
+
+    The directory is opened with O_NOFOLLOW and the socket bound through that fd
+    (/proc/self/fd/N/NAME), so a symlink planted at the path is never followed."""
+    dir_fd = private_directory(path.parent)
+    try:
+        if _listening(path):  # not stale: never take a live socket's path from its owner
+            raise MeowError(f"another process listens on {path} (systemd's meowd.socket?): "
+                            "start meowd through it, or stop that process first")
+        try:
+            os.unlink(path.name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        via_fd = f"/proc/self/fd/{dir_fd}/{path.name}"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(via_fd if os.path.isdir(f"/proc/self/fd/{dir_fd}") else str(path))
+        finally:
+            os.umask(old_umask)
+        sock.listen(128)
+        return OwnSocket(sock, dir_fd, path.name)
+    except BaseException:
+        os.close(dir_fd)
+        raise
+
+
+class _Connection:
+    """What the server tracks of one connection to bound its memory."""
+
+    __slots__ = ("decoder", "evicted", "writer")
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.decoder = FrameDecoder()
+        self.writer = writer
+        self.evicted = False
 
 
 class Server:
     def __init__(self, controller: Controller, on_exit: Callable[[bool], None],
                  idle_timeout: float = IDLE_TIMEOUT, write_timeout: float = WRITE_TIMEOUT,
-                 ) -> None:
+                 max_buffered: int = MAX_BUFFERED) -> None:
         self.controller = controller
         self.idle_timeout = idle_timeout
         self.write_timeout = write_timeout
+        self.max_buffered = max_buffered
         self._on_exit = on_exit
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._open: set[_Connection] = set()
+        self._buffered = 0
+        """Bytes of unfinished frames held by all connections together."""
         self._uid = os.getuid()
 
     async def start(self, sock: socket.socket) -> None:
-        self._server = await asyncio.start_unix_server(self._connection, sock=sock, limit=2**20)
+        # The socket file is not the server's to remove: meowd removes its own
+        # (OwnSocket.remove), and one from systemd stays.
+        options = {}
+        create = asyncio.get_running_loop().create_unix_server
+        if "cleanup_socket" in inspect.signature(create).parameters:
+            options["cleanup_socket"] = False
+        self._server = await asyncio.start_unix_server(
+            self._connection, sock=sock, limit=READ_LIMIT, **options)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -108,20 +223,39 @@ class Server:
                 f"meowd belongs to uid {self._uid}; connections from uid {uid} are refused"))))
             await self._drain(writer)
             return
-        decoder = FrameDecoder()
+        conn = _Connection(writer)
+        self._open.add(conn)
+        try:
+            await self._requests(conn, reader, writer)
+        finally:
+            self._open.discard(conn)
+            self._buffered -= conn.decoder.clear()
+
+    async def _requests(self, conn: _Connection, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> None:
         errors = 0
         while True:
             async with asyncio.timeout(self.idle_timeout):
                 data = await reader.read(65536)
-            if not data:
+            if not data or conn.evicted:
                 return
+            before = conn.decoder.pending
             try:
-                frames = decoder.feed(data)
+                frames = conn.decoder.feed(data)
             except FrameTooLarge as exc:
                 writer.write(encode_frame(error_reply(exc)))
                 await self._drain(writer)
                 return
+            finally:
+                self._buffered += conn.decoder.pending - before
+            if self._buffered > self.max_buffered:
+                victim = max(self._open, key=lambda c: c.decoder.pending)
+                self._evict(victim)
+                if victim is conn:
+                    return
             for payload in frames:
+                if conn.evicted:  # closed meanwhile by another connection's excess
+                    return
                 exit_request, ok, subscribe = await self._answer(payload, writer)
                 if subscribe is not None:
                     await self._push(subscribe, reader, writer)
@@ -131,6 +265,19 @@ class Server:
                     self._on_exit(exit_request.kill)
                 if errors >= MAX_CONSECUTIVE_ERRORS:
                     return  # a client sending only garbage gets cut off
+
+    def _evict(self, conn: _Connection) -> None:
+        """Close the connection holding the most unfinished bytes, with an error."""
+        held, total = conn.decoder.pending, self._buffered
+        log.warning("closing a connection holding %d bytes of an unfinished request "
+                    "(%d held in all, limit %d)", held, total, self.max_buffered)
+        conn.evicted = True
+        self._buffered -= conn.decoder.clear()
+        conn.writer.write(encode_frame(error_reply(FrameTooLarge(
+            f"meowd holds {total >> 20} MiB of unfinished requests (limit "
+            f"{self.max_buffered >> 20} MiB); closing this connection, which held the most "
+            f"({held >> 20} MiB)"))))
+        conn.writer.close()  # flushes the error first; the connection's task then ends
 
     async def _answer(
         self, payload: bytes, writer: asyncio.StreamWriter
