@@ -15,6 +15,7 @@ from meowd.config import load_settings
 from meowd.core.errors import MeowError
 from meowd.core.paths import resolve_paths
 from meowd.daemon import AlreadyRunning, Daemon
+from meowd.executors.local import set_task_umask
 from meowd.secrets import LOG_FILTER
 
 log = logging.getLogger("meowd")
@@ -51,7 +52,7 @@ async def _serve(daemon: Daemon) -> None:
 
 def run_daemon(verbose: bool = False) -> int:
     """Run the daemon in the foreground until asked to stop. Returns an exit status."""
-    os.umask(UMASK)
+    set_task_umask(os.umask(UMASK))
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -21,7 +21,6 @@ import inspect
 import logging
 import os
 import socket
-import sqlite3
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -293,8 +292,10 @@ class Server:
             ok = True
         except MeowError as exc:
             reply, ok = error_reply(exc), False
-        except (sqlite3.OperationalError, OSError) as exc:
-            # Disk full, read-only or vanished state: the request fails, meowd carries on.
+        except OSError as exc:
+            # A full or read-only disk outside the store (the config file, a task's
+            # directory): the request fails, meowd carries on. The store raises its own
+            # StoreUnavailable, a MeowError, above.
             log.error("request %r could not be stored: %s", getattr(request, "op", "?"), exc)
             state = self.controller.paths.state
             reply, ok = error_reply(MeowError(

@@ -33,12 +33,14 @@ from meowd.executors.cgroups import Cgroups
 
 log = logging.getLogger("meowd.executor")
 
-# $1 command, $2 exit file, $3 working directory, $4 cgroup.procs to join ("" for none).
+# $1 command, $2 exit file, $3 working directory, $4 cgroup.procs to join ("" for none),
+# $5 the umask the task runs with (the user's: meowd itself runs with 077).
 # The traps are handlers, not "ignore", so the command gets default dispositions at exec.
 # The wrapper joins its cgroup before it starts anything, so nothing escapes it.
 WRAPPER = (
     "trap : HUP INT TERM\n"
     '[ -z "$4" ] || { echo $$ > "$4"; } 2>/dev/null || :\n'
+    'umask "$5"\n'
     'cd -- "$3" || exit 127\n'
     '/bin/sh -c "$1"\n'
     "rc=$?\n"
@@ -48,6 +50,14 @@ WRAPPER = (
 _DEFAULT_SIGNALS = [signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
                     signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD]
 _DRAIN_TICK = 0.05
+_task_umask = 0o022
+
+
+def set_task_umask(mask: int) -> None:
+    """The umask of the shell that started meowd: tasks create files as the user expects,
+    while meowd's own state stays private."""
+    global _task_umask
+    _task_umask = mask
 
 
 @dataclass
@@ -134,7 +144,8 @@ class LocalExecutor:
             pid = os.posix_spawn(
                 "/bin/sh",
                 ["/bin/sh", "-c", WRAPPER, "meow-task", launch.command, launch.exit_file,
-                 launch.cwd, str(group / "cgroup.procs") if group else ""],
+                 launch.cwd, str(group / "cgroup.procs") if group else "",
+                 f"{_task_umask:03o}"],
                 launch.env,
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -164,5 +163,14 @@ def _ping(env: MeowEnv) -> dict:
         return c.ping()
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-q"]))
+def test_tasks_keep_the_users_umask(meow_home: MeowEnv, tmp_path: Path):
+    """meowd's own files are private (umask 077); what a task writes is not."""
+    old = os.umask(0o022)
+    try:
+        meow_home.start()
+    finally:
+        os.umask(old)
+    meow_home.meow("create", f"touch {tmp_path / 'made'}", "-n", "t", "-c", "0")
+    meow_home.wait_status("t", "done")
+    assert (tmp_path / "made").stat().st_mode & 0o777 == 0o644
+    assert meow_home.paths.database.stat().st_mode & 0o777 == 0o600
