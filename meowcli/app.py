@@ -510,7 +510,9 @@ def set_(
         if as_json:
             typer.echo(json.dumps({**result, "warning": note}))
         else:
-            typer.echo(f"{setting} = {json.dumps(result['value'])} (saved in {result['config']}"
+            shown = {"visible_devices": "all", "fake_gpus": "none"}.get(setting, "-") \
+                if result["value"] is None else json.dumps(result["value"])
+            typer.echo(f"{setting} = {shown} (saved in {result['config']}"
                        + ("" if result["applied"] else "; meowd is not running") + ")"
                        + ("; takes effect when meowd restarts (`meow exit`)"
                           if result["restart_needed"] else ""))
@@ -598,9 +600,15 @@ def meow_() -> None:
 SHELLS = ("bash", "zsh", "fish")
 
 
+def _complete_shell(incomplete: str) -> list[str]:
+    return [s for s in SHELLS if s.startswith(incomplete)]
+
+
 @app.command("completion")
 def completion(shell: Annotated[str, typer.Argument(
-        metavar="bash|zsh|fish", show_default=False, help="Your shell.")]) -> None:
+        metavar="bash|zsh|fish", show_default=False, help="Your shell.",
+        autocompletion=_complete_shell)],
+        ) -> None:
     """Print a shell completion script.
 
     It completes commands, options and task names.
@@ -669,7 +677,7 @@ UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageE
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
-def _usage_line(exc: Any) -> str:
+def _usage_line(exc: Any, path: str) -> str:
     import re
 
     message = exc.format_message().strip().rstrip(".")
@@ -677,8 +685,7 @@ def _usage_line(exc: Any) -> str:
     message = re.sub(r"\.?\s*\(Possible options: (.*)\)$", r"; did you mean \1?", message)
     message = re.sub(r"\.?\s*Did you mean (.*)\?$", r"; did you mean \1?", message)
     ctx = getattr(exc, "ctx", None)
-    where = f"{ctx.command_path} --help" if ctx is not None else "meow --help"
-    return f"{message} (see `{where}`)"
+    return f"{message} (see `{ctx.command_path if ctx is not None else path} --help`)"
 
 
 def run(argv: list[str]) -> int:
@@ -688,13 +695,19 @@ def run(argv: list[str]) -> int:
     from meowcli.errors import report
 
     command = get_command(app)
+    if os.environ.get("_MEOW_COMPLETE"):  # a shell asks for completions (meow completion)
+        from typer.completion import completion_init
+
+        completion_init()
     try:
         code = command.main(args=argv, prog_name="meow", standalone_mode=False)
     except UsageError as exc:
         if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:
             typer.echo(exc.ctx.get_help())
             return 0
-        typer.echo(f"meow: error: {_usage_line(exc)}", err=True)
+        known = argv[:1] and argv[0] in getattr(command, "commands", {})
+        typer.echo(f"meow: error: {_usage_line(exc, 'meow ' + argv[0] if known else 'meow')}",
+                   err=True)
         return USAGE
     except ClickException as exc:
         typer.echo(f"meow: error: {exc.format_message()}", err=True)

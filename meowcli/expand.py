@@ -17,8 +17,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from meowd.core.errors import BadRequest
+from meowd.core.errors import BadRequest, MeowError
 from meowd.core.naming import random_name
+
+
+class TaskFileError(MeowError):
+    """A task file that raised, exited or exported nothing usable: the command line was
+    fine, the file was not (exit status 1, not 2)."""
+
+    code = "task_file"
+
 
 _LIST = re.compile(r"^(?P<key>[^=\[\]]+=)?\[(?P<body>.*)\]$", re.DOTALL)
 
@@ -124,15 +132,15 @@ def taskfile_specs(args: Any, state_dir: Path, hook_timeout: float) -> list[dict
             objects = run_script(script, combo, seed)
         except SystemExit as exc:
             if exc.code not in (None, 0):
-                raise BadRequest(f"{args.input} exited with {exc.code} while creating tasks") \
+                raise TaskFileError(f"{args.input} exited with {exc.code} while creating tasks") \
                     from None
             objects = []
-        except BadRequest:
+        except MeowError:
             raise
         except Exception as exc:
             raise _script_error(exc, script, args.traceback) from None
         if not objects:
-            raise BadRequest(f"{args.input} exported no tasks: call cattino.export(task) in it, "
+            raise TaskFileError(f"{args.input} exported no tasks: call cattino.export(task) in it, "
                              f"or run it as a command: meow create \"python {args.input}\"")
         found = leaves(objects)
         run_dir = None
@@ -148,7 +156,7 @@ def taskfile_specs(args: Any, state_dir: Path, hook_timeout: float) -> list[dict
     names = [(s["group"] or "") + "/" + s["name"] for s in specs]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1).lstrip("/")
-        raise BadRequest(f"task fullname {dup!r} is exported twice (a multirun without "
+        raise TaskFileError(f"task fullname {dup!r} is exported twice (a multirun without "
                          "${task_name} in names? give each task its own name)")
     return specs
 
@@ -170,7 +178,7 @@ def _topological(leaves: list[Any], edges: list[tuple[Any, Any]]) -> list[Any]:
     return order
 
 
-def _script_error(exc: BaseException, script: str, traceback: bool) -> BadRequest:
+def _script_error(exc: BaseException, script: str, traceback: bool) -> TaskFileError:
     """One line at the user's own code (`boom.py:2: ValueError: oops`); with --traceback
     the user's frames (never meow's or runpy's) are printed first."""
     from cattino._capture import describe_error, user_frames
@@ -180,7 +188,7 @@ def _script_error(exc: BaseException, script: str, traceback: bool) -> BadReques
         print(trace, end="", file=sys.stderr)
     elif len(user_frames(exc)) > 1:
         line += " (--traceback shows the calls that led there)"
-    return BadRequest(line)
+    return TaskFileError(line)
 
 
 def _needs_runner(leaf: Any) -> bool:
@@ -217,7 +225,7 @@ def _leaf_spec(args: Any, leaf: Any, n: int, run_dir: Path | None, state_dir: Pa
     elif isinstance(leaf, ProcTask):
         command = resolve(leaf.cmd, name, group, str(state_dir / "tasks"))
     else:
-        raise BadRequest(f"{leaf.fullname}: a {type(leaf).__name__} has nothing to run; "
+        raise TaskFileError(f"{leaf.fullname}: a {type(leaf).__name__} has nothing to run; "
                          "use ProcTask (a command or a callable)")
     device = isinstance(leaf, DeviceRequiredTask)
     after = sorted({index[id(u)] for u, v in edges if v is leaf})

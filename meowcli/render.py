@@ -144,7 +144,7 @@ def render_bulk(op: str, result: dict[str, Any]) -> tuple[str, str]:
         lines.append(f"unchanged: {'; '.join(_no_op(op, n) for n in result['no_op'])}")
     if not lines and not result["failure"]:
         lines.append("no tasks matched")
-    failures = [f"meow: {op} failed: {name}: {reason}" for name, reason in result["failure"]]
+    failures = [f"meow: error: {op} {name}: {reason}" for name, reason in result["failure"]]
     return "\n".join(lines), "\n".join(failures)
 
 

@@ -134,7 +134,8 @@ def check_setting(key: str, value: Any) -> Any:
         if value is None or (isinstance(value, str) and value.strip().lower() in _OFF):
             return None
         if not isinstance(value, str):
-            raise BadRequest("fake_gpus must be a string such as 4x80GiB (or `none`)")
+            raise BadRequest(f"bad fake GPUs {value!r}: use e.g. 4x80GiB or 2x24GiB,1x12GiB "
+                             "(or none)")
         parse_fake_gpus(value)
         return value.strip()
     if isinstance(default, bool):
