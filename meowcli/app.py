@@ -507,6 +507,7 @@ def set_(
             with client:
                 note = check_setting_on_machine(setting, checked, _machine_gpus(client))
                 result = {**client.set_setting(setting, checked), "applied": True}
+            note = result.get("warning", note)  # a daemon that checks it says it itself
         if as_json:
             typer.echo(json.dumps({**result, "warning": note}))
         else:
