@@ -204,6 +204,12 @@ def create(args: CreateArgs) -> int:
     warning = memory_warning(args.requires_memory_per_device)
     if warning:
         print(warning, file=sys.stderr)
+    if args.multirun:
+        from meowcli.expand import not_lists
+
+        for arg in not_lists(args.args):
+            print(f"meow: warning: {arg!r} is not a multirun list [a,b] (unbalanced "
+                  "brackets?); it is passed on as it is", file=sys.stderr)
     env = _environment(args.secrets)
     if args.simple:
         message = create_message(args, cwd, env)

@@ -86,6 +86,12 @@ def numbered(name: str | None, count: int, n: int) -> str | None:
     return f"{name}_{n + 1}"
 
 
+def not_lists(args: list[str]) -> list[str]:
+    """Arguments that look like a multirun list but are not one (`[1,2`): with -m they
+    are passed on as they are, which is worth a warning."""
+    return [a for a in args if "[" in a and _LIST.match(a) is None]
+
+
 def multirun_params(args: list[str]) -> list[str]:
     """For each combination of `multirun(args)`, the values that vary, as the user wrote
     them: `--lr=0.1 --bs 32` for `--lr=[0.1,0.2] --bs [32,64]`."""

@@ -127,12 +127,15 @@ _PAST = {"kill": "killed", "cancel": "cancelled", "resume": "resumed", "remove":
 _RETRY_HINT = re.compile(r"^(?P<name>.+): not cancelled \((?P<status>failed|killed|lost|done)\)$")
 
 
-def _no_op(op: str, line: str) -> str:
-    """A bulk command's "unchanged" entry, with the command that does what was meant."""
-    match = _RETRY_HINT.match(line) if op == "resume" else None
-    if match:
-        return f"{line}; to run it again: meow retry {match.group('name')}"
-    return line
+def _retry_hint(op: str, no_op: list[str]) -> str:
+    """After `meow resume` of tasks that ended: the command that runs them again."""
+    ended = [m.group("name") for m in map(_RETRY_HINT.match, no_op if op == "resume" else [])
+             if m]
+    if not ended:
+        return ""
+    if len(ended) == 1:
+        return f"; to run it again: meow retry {ended[0]}"
+    return "\nto run a task that ended again: meow retry NAME"
 
 
 def render_bulk(op: str, result: dict[str, Any]) -> tuple[str, str]:
@@ -141,7 +144,8 @@ def render_bulk(op: str, result: dict[str, Any]) -> tuple[str, str]:
     if result["success"]:
         lines.append(f"{_PAST[op]}: {compact_names(result['success'])}")
     if result["no_op"]:
-        lines.append(f"unchanged: {'; '.join(_no_op(op, n) for n in result['no_op'])}")
+        lines.append(f"unchanged: {'; '.join(result['no_op'])}"
+                     + _retry_hint(op, result["no_op"]))
     if not lines and not result["failure"]:
         lines.append("no tasks matched")
     failures = [f"meow: error: {op} {name}: {reason}" for name, reason in result["failure"]]

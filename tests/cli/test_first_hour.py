@@ -152,6 +152,9 @@ def test_multirun_says_each_tasks_parameters(meow_env: MeowEnv):
         "created sweep_3 (id 3): --lr=0.2 --bs 32",
         "created sweep_4 (id 4): --lr=0.2 --bs 64",
     ]
+    typo = meow_env.meow("create", "echo", "-m", "-n", "typo", "-c", "0", "--", "[1,2")
+    assert typo.stderr == ("meow: warning: '[1,2' is not a multirun list [a,b] (unbalanced "
+                           "brackets?); it is passed on as it is\n")
 
 
 def test_help_is_readable():

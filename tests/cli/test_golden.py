@@ -121,5 +121,10 @@ def test_resume_of_a_failed_task_points_to_retry():
     out, _ = render.render_bulk("resume", {"success": [], "failure": [],
                                            "no_op": ["x: not cancelled (failed)",
                                                      "y: not cancelled (running)"]})
-    assert out == ("unchanged: x: not cancelled (failed); to run it again: meow retry x; "
-                   "y: not cancelled (running)")
+    assert out == ("unchanged: x: not cancelled (failed); y: not cancelled (running); to run "
+                   "it again: meow retry x")
+    out, _ = render.render_bulk("resume", {"success": [], "failure": [],
+                                           "no_op": ["x: not cancelled (failed)",
+                                                     "y: not cancelled (killed)"]})
+    assert out == ("unchanged: x: not cancelled (failed); y: not cancelled (killed)\n"
+                   "to run a task that ended again: meow retry NAME")
