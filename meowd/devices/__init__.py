@@ -45,7 +45,7 @@ class DeviceBackend(Protocol):
 
 
 NO_GPU_HINT = (
-    "no GPUs are visible to meow (no NVIDIA driver, no fake GPUs): use -c 0 for a task "
+    "no GPUs are visible to meow (NVML found none, no fake GPUs): use -c 0 for a task "
     f"without GPUs, or simulate GPUs: `meow set fake_gpus {DEFAULT_FAKE_GPUS}; meow exit` "
     f"(the next meow command starts meowd with them; or MEOW_FAKE_GPUS={DEFAULT_FAKE_GPUS} "
     "meow run)"
