@@ -80,8 +80,14 @@ class Client(Connection):
         return self.call(CleanRequest(before, after, all))
 
 
-
 def connect(autostart: bool = False, timeout: float | None = 60.0) -> Client:
-    client = open_connection(autostart, timeout, cls=Client)
+    """A connected client; with `autostart`, meowd is started (and that said on stderr)
+    when none runs, else NotRunning."""
+    if autostart:
+        from meowcli.autostart import open_or_start
+
+        client = open_or_start(Client, timeout)
+    else:
+        client = open_connection(False, timeout, cls=Client)
     assert isinstance(client, Client)
     return client

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -123,6 +124,18 @@ def render_devices(result: dict[str, Any]) -> str:
 
 
 _PAST = {"kill": "killed", "cancel": "cancelled", "resume": "resumed", "remove": "removed"}
+_RETRY_HINT = re.compile(r"^(?P<name>.+): not cancelled \((?P<status>failed|killed|lost|done)\)$")
+
+
+def _retry_hint(op: str, no_op: list[str]) -> str:
+    """After `meow resume` of tasks that ended: the command that runs them again."""
+    ended = [m.group("name") for m in map(_RETRY_HINT.match, no_op if op == "resume" else [])
+             if m]
+    if not ended:
+        return ""
+    if len(ended) == 1:
+        return f"; to run it again: meow retry {ended[0]}"
+    return "\nto run a task that ended again: meow retry NAME"
 
 
 def render_bulk(op: str, result: dict[str, Any]) -> tuple[str, str]:
@@ -131,26 +144,51 @@ def render_bulk(op: str, result: dict[str, Any]) -> tuple[str, str]:
     if result["success"]:
         lines.append(f"{_PAST[op]}: {compact_names(result['success'])}")
     if result["no_op"]:
-        lines.append(f"unchanged: {'; '.join(result['no_op'])}")
+        lines.append(f"unchanged: {'; '.join(result['no_op'])}"
+                     + _retry_hint(op, result["no_op"]))
     if not lines and not result["failure"]:
         lines.append("no tasks matched")
-    failures = [f"meow: {op} failed: {name}: {reason}" for name, reason in result["failure"]]
+    failures = [f"meow: error: {op} {name}: {reason}" for name, reason in result["failure"]]
     return "\n".join(lines), "\n".join(failures)
 
 
+def _status_line(task: dict[str, Any], now: float) -> str:
+    status = task["status"]
+    if status == "waiting":
+        why = task.get("why") or task.get("reason")
+        return f"waiting ({format_duration(now - task['created_at'])} so far)" + (
+            f": {why}" if why else "")
+    if status == "running":
+        return "running" + (f" ({task['reason']})" if task.get("reason") else "")
+    return status + (f" ({task['reason']})" if task.get("reason") else "")
+
+
+def _runtime(task: dict[str, Any], now: float) -> str:
+    if not task.get("started_at"):
+        return "-"
+    if task["ended_at"] is not None:
+        return format_duration(task["ended_at"] - task["started_at"])
+    return f"{format_duration(now - task['started_at'])} so far"
+
+
 def render_show(task: dict[str, Any], now: float) -> str:
+    gpus = (f"{task['min_devices']} x {format_mib(task['requires_memory_per_device'])}"
+            + (f" on {','.join(map(str, task['devices']))}" if task["devices"] else "")
+            if task["min_devices"] else "none (-c 0: runs without a GPU)")
     lines = [
         f"task {task['id']}: {task['fullname']}",
-        f"  status      {task['status']}" + (f" ({task['reason']})" if task["reason"] else ""),
+        f"  status      {_status_line(task, now)}",
         f"  command     {task['command']}",
         f"  cwd         {task['cwd']}",
         f"  priority    {task['priority']}",
-        f"  gpus        {task['min_devices']} x {format_mib(task['requires_memory_per_device'])}"
-        + (f" on {','.join(map(str, task['devices']))}" if task["devices"] else ""),
+        f"  gpus        {gpus}",
         f"  exit code   {'-' if task['exit_code'] is None else task['exit_code']}",
         f"  created     {format_time(task['created_at'])}",
-        f"  started     {format_time(task['started_at'])}",
+        f"  started     {format_time(task['started_at'])}"
+        + (f" (waited {format_duration(task['started_at'] - task['created_at'])})"
+           if task["started_at"] else ""),
         f"  ended       {format_time(task['ended_at'])}",
+        f"  runtime     {_runtime(task, now)}",
         f"  pid         {task.get('pid') or '-'}",
         "  reserved    " + (", ".join(
             f"GPU {i}: {format_mib(m)}" for i, m in zip(task["devices"], task["reserved_mib"],
@@ -177,17 +215,20 @@ def render_show(task: dict[str, Any], now: float) -> str:
 
 
 def _usage_lines(task: dict[str, Any]) -> list[str]:
+    """Live memory only while the task runs; peaks always."""
     u = task.get("usage") or {}
     gpu = u.get("gpu_mib") or {}
     peak = u.get("gpu_peak_mib") or {}
+    live = task["status"] == "running"
     lines = []
     if gpu or peak:
         lines.append("  gpu memory  " + ", ".join(
-            f"GPU {i}: {format_mib(gpu.get(i, 0))} now, peak {format_mib(p)}"
+            f"GPU {i}: " + (f"{format_mib(gpu.get(i, 0))} now, " if live else "")
+            + f"peak {format_mib(p)}"
             for i, p in sorted(peak.items(), key=lambda kv: int(kv[0]))))
     if u.get("rss_peak_mib") or u.get("cpu_seconds"):
-        lines.append(f"  host        RSS {format_mib(u.get('rss_mib', 0))} now, peak "
-                     f"{format_mib(u.get('rss_peak_mib', 0))}; CPU "
+        now = f"RSS {format_mib(u.get('rss_mib', 0))} now, peak " if live else "peak RSS "
+        lines.append(f"  host        {now}{format_mib(u.get('rss_peak_mib', 0))}; CPU "
                      f"{u.get('cpu_seconds', 0.0):.1f} s")
     return lines
 
