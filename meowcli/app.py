@@ -103,6 +103,11 @@ def create(
     cwd: Annotated[str | None, _opt("cwd")] = None,
     enforce_memory: Annotated[bool, _opt("enforce_memory")] = False,
     secrets: Annotated[list[str] | None, _opt("secrets")] = None,
+    time_limit: Annotated[str | None, _opt("time_limit")] = None,
+    max_retries: Annotated[str | None, _opt("max_retries")] = None,
+    resumable: Annotated[bool, _opt("resumable")] = False,
+    after: Annotated[list[str] | None, _opt("after")] = None,
+    executor: Annotated[str | None, _opt("executor")] = None,
     as_json: Annotated[bool, _opt("json")] = False,
     traceback: Annotated[bool, _opt("traceback")] = False,
 ) -> None:
@@ -256,6 +261,65 @@ def resume(name: NameArg = None, all_: AllOpt = False, as_json: JsonOpt = False)
     A failed or killed task is run again with `meow retry NAME`.
     """
     _bulk("resume", name, all_, as_json)
+
+
+@app.command()
+def retry(name: NameArg = None, all_: AllOpt = False, as_json: JsonOpt = False) -> None:
+    """Run failed, timed-out, killed or lost tasks again, as a new attempt.
+
+    The earlier attempts stay in `meow show`. A cancelled task is queued with `meow resume`.
+    """
+    _bulk("retry", name, all_, as_json)
+
+
+@app.command()
+def wait(
+    names: Annotated[list[str] | None, typer.Argument(
+        metavar="NAME...", autocompletion=complete_task_names, show_default=False,
+        help="Tasks (fullname, group or id) to wait for.")] = None,
+    all_: Annotated[bool, typer.Option("-A", "--all", help="Wait for every task.")] = False,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", metavar="SECONDS", help="Give up after this long (exit 124).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Wait until tasks end; exit 0 only if every one is done.
+
+    The daemon answers when the last one ends (no polling). Otherwise the exit status is
+    the first unsuccessful task's exit code (1 if it has none), or 124 on --timeout.
+    `meow wait train && meow create ...` goes on only if train succeeded.
+    """
+    from meowd.core.protocol import WaitRequest
+
+    if not names and not all_:
+        raise BadRequest("wait for what? give task names, or -A for every task "
+                         "(meow wait --help)")
+    if timeout is not None and timeout < 0:
+        raise BadRequest(f"--timeout must be 0 or more seconds, not {timeout:g}")
+    with connect(autostart=True, timeout=None) as client:
+        result = client.call(WaitRequest(targets=tuple(names or ()), all=all_,
+                                          timeout=timeout))
+    tasks = result["tasks"]
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        for t in tasks:
+            code = "" if t["exit_code"] is None else f" (exit {t['exit_code']})"
+            typer.echo(f"{t['fullname']}: {t['status']}{code}")
+    if result["timed_out"]:
+        raise typer.Exit(124)
+    for t in tasks:
+        if t["status"] != "done":
+            raise typer.Exit(t["exit_code"] if t["exit_code"] not in (None, 0) else FAILED)
+
+
+@app.command()
+def usage(name: TaskArg, as_json: JsonOpt = False) -> None:
+    """Each attempt's runtime, peak RSS, CPU time and peak GPU memory per GPU."""
+    from meowd.core.protocol import UsageRequest
+
+    with connect(autostart=True) as client:
+        result = client.call(UsageRequest(name))
+    typer.echo(json.dumps(result) if as_json else render.render_usage(result))
 
 
 @app.command()

@@ -17,6 +17,7 @@ from meowd.core.protocol import (
     RemoveRequest,
     Request,
     ResumeRequest,
+    RetryRequest,
     Selector,
     SetSettingRequest,
     SetTaskRequest,
@@ -60,6 +61,9 @@ class Client(Connection):
 
     def resume(self, target: str | None, regex: bool) -> dict[str, Any]:
         return self.call(ResumeRequest(Selector(target, regex)))
+
+    def retry(self, target: str | None, regex: bool) -> dict[str, Any]:
+        return self.call(RetryRequest(Selector(target, regex)))
 
     def remove(self, target: str | None, regex: bool) -> dict[str, Any]:
         return self.call(RemoveRequest(Selector(target, regex)))

@@ -30,6 +30,8 @@ class CreateArgs:
         min_devices: int | None = None, cwd: str | None = None, json: bool = False,
         enforce_memory: bool = False, multirun: bool = False, as_group: str | None = None,
         secrets: list[str] | None = None, traceback: bool = False,
+        time_limit: float | None = None, max_retries: int | None = None,
+        resumable: bool = False, after: list[str] | None = None, executor: str | None = None,
     ) -> None:
         # None means "not given": a task file's own values, then the table's defaults apply.
         self.input = input
@@ -45,6 +47,11 @@ class CreateArgs:
         self.as_group = as_group
         self.secrets = secrets or []
         self.traceback = traceback
+        self.time_limit = time_limit
+        self.max_retries = max_retries
+        self.resumable = resumable
+        self.after = after or []
+        self.executor = executor
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, CreateArgs) and vars(self) == vars(other)
@@ -93,8 +100,27 @@ def create_args(input: str, args: list[str], values: dict[str, object]) -> Creat
             raise BadRequest(f"-M/--requires-memory-per-device: {exc.message}") from None
     else:
         memory_value = None
+    time_limit = text("time_limit")
+    if time_limit is not None:
+        from meowd.core.units import parse_duration
+
+        try:
+            time_limit_s: float | None = parse_duration(time_limit)
+        except BadRequest as exc:
+            raise BadRequest(f"--time-limit: {exc.message}") from None
+    else:
+        time_limit_s = None
+    retries = text("max_retries")
+    executor = text("executor")
+    if executor is not None and executor not in ("local", "slurm"):
+        raise BadRequest(f"--executor must be local or slurm, not {executor!r}")
+    after = [name.strip() for item in values.get("after") or ()  # type: ignore[union-attr]
+             for name in str(item).split(",") if name.strip()]
     return CreateArgs(
         input=input, args=list(args), task_name=text("task_name"),
+        time_limit=time_limit_s,
+        max_retries=None if retries is None else _whole("max_retries", retries, 0),
+        resumable=bool(values.get("resumable")), after=after, executor=executor,
         priority=None if priority is None else _whole("priority", priority),
         requires_memory_per_device=memory_value,
         min_devices=None if min_devices is None else _whole("min_devices", min_devices, 0),
@@ -153,7 +179,9 @@ def build_command(input: str, args: list[str]) -> str:
 def task_spec(args: CreateArgs, command: str, name: str | None, group: str | None = None, *,
               priority: int | None = None, min_devices: int | None = None,
               memory: MemoryRequest | None = None, after: list[int] | None = None,
-              env: dict[str, str] | None = None) -> dict[str, object]:
+              env: dict[str, str] | None = None, time_limit: float | None = None,
+              max_retries: int | None = None, resumable: bool = False,
+              executor: str | None = None) -> dict[str, object]:
     """The one place a task spec (the wire form of TaskSpec) is built. The command line's
     options win over a task file's own values (priority=...), which win over the
     defaults in the options table."""
@@ -169,7 +197,12 @@ def task_spec(args: CreateArgs, command: str, name: str | None, group: str | Non
         "min_devices": pick("min_devices", min_devices),
         "requires_memory_per_device": pick("requires_memory_per_device", memory),
         "enforce_memory": args.enforce_memory,
-        "after": after or [], "env": env or {},
+        # --after names existing tasks; a task file's own edges are indices in the request
+        "after": [*(after or []), *args.after], "env": env or {},
+        "time_limit": pick("time_limit", time_limit),
+        "max_retries": pick("max_retries", max_retries),
+        "resumable": args.resumable or resumable,
+        "executor": pick("executor", executor),
     }
 
 
@@ -248,6 +281,7 @@ def _environment(secrets: list[str]) -> dict[str, str]:
         names.append(name)
     marked = [n for n in env.get("MEOW_SECRET_KEYS", "").split(",") if n]
     env["MEOW_SECRET_KEYS"] = ",".join(dict.fromkeys(marked + names))
+    os.environ["MEOW_SECRET_KEYS"] = env["MEOW_SECRET_KEYS"]  # expand.resolve refuses them
     return env
 
 

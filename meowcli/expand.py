@@ -76,7 +76,9 @@ def resolve(text: str, name: str, group: str | None, run_dir: str) -> str:
     from cattino.magics import resolve as resolve_magic
 
     fullname = f"{group}/{name}" if group else name
-    return resolve_magic(text, {"task_name": name, "fullname": fullname, "run_dir": run_dir})
+    secrets = os.environ.get("MEOW_SECRET_KEYS", "").split(",")  # never into a command line
+    return resolve_magic(text, {"task_name": name, "fullname": fullname, "run_dir": run_dir},
+                         secret_names=secrets)
 
 
 def numbered(name: str | None, count: int, n: int) -> str | None:
@@ -240,6 +242,10 @@ def _leaf_spec(args: Any, leaf: Any, n: int, run_dir: Path | None, state_dir: Pa
         min_devices=leaf.min_devices if device else 0,
         memory=leaf.requires_memory_per_device if device else 0,
         after=after, env=dict(getattr(leaf, "env", {}) or {}),
+        time_limit=getattr(leaf, "time_limit", None),
+        max_retries=getattr(leaf, "max_retries", None),
+        resumable=bool(getattr(leaf, "resumable", False)),
+        executor=getattr(leaf, "executor", None),
     )
 
 

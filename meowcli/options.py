@@ -59,6 +59,21 @@ CREATE_OPTIONS = (
     Opt("secrets", ("--secret",), "list", metavar="NAME[=VALUE]",
         help="An environment value the task gets but meow never shows or logs (***). "
              "Repeatable."),
+    Opt("time_limit", ("--time-limit",), "value", metavar="DURATION",
+        help="Stop an attempt after this long (90s, 30m, 2h, 1d2h): SIGTERM, then SIGKILL "
+             "after kill_grace; it ends as timeout. The task sees MEOW_DEADLINE."),
+    Opt("max_retries", ("--retries",), "value", metavar="N", effective=0,
+        help="Run a failed attempt again, up to N times (a GPU out-of-memory retry asks "
+             "oom_scale more memory)."),
+    Opt("resumable", ("--resumable",), "flag",
+        help="On timeout, queue the task again (its run directory kept), within its "
+             "retries (at least 3)."),
+    Opt("after", ("--after",), "list", metavar="NAME[,NAME]",
+        help="Start only once these tasks (names or ids) are done; if one fails, this one "
+             "waits blocked (or is cancelled, with cascade_cancel_on_failure). Repeatable."),
+    Opt("executor", ("--executor",), "value", metavar="local|slurm",
+        help="Where to run: this machine's GPUs, or Slurm (sbatch) [default: the executor "
+             "setting]."),
     Opt("json", ("--json",), "flag", help="Print JSON for scripts."),
     Opt("traceback", ("--traceback",), "flag",
         help="A task file that raises: print its traceback (your frames only), not one line."),

@@ -61,7 +61,7 @@ def render_tasks(tasks: list[dict[str, Any]], now: float) -> str:
 
 
 def _peak_gpu(task: dict[str, Any]) -> str:
-    """The most GPU memory the task held on any one of its GPUs."""
+    """The most GPU memory the task (or an attempt) held on any one of its GPUs."""
     peaks = (task.get("usage") or {}).get("gpu_peak_mib") or {}
     return format_mib(max(peaks.values())) if peaks else "-"
 
@@ -123,8 +123,10 @@ def render_devices(result: dict[str, Any]) -> str:
     return f"{header}\n{table}"
 
 
-_PAST = {"kill": "killed", "cancel": "cancelled", "resume": "resumed", "remove": "removed"}
-_RETRY_HINT = re.compile(r"^(?P<name>.+): not cancelled \((?P<status>failed|killed|lost|done)\)$")
+_PAST = {"kill": "killed", "cancel": "cancelled", "resume": "resumed", "remove": "removed",
+         "retry": "requeued"}
+_RETRY_HINT = re.compile(
+    r"^(?P<name>.+): not cancelled \((?P<status>failed|killed|lost|timeout)\)$")
 
 
 def _retry_hint(op: str, no_op: list[str]) -> str:
@@ -201,17 +203,49 @@ def render_show(task: dict[str, Any], now: float) -> str:
         f"  env keys    {len(task['env_keys'])} ({', '.join(task['env_keys'][:8])}"
         + (", ..." if len(task["env_keys"]) > 8 else "") + ")",
     ]
-    for a in task["attempt_list"]:
-        lines.append(
-            f"  attempt {a['n']}   gpus {','.join(map(str, a['devices'])) or '-'}  "
-            f"exit {'-' if a['exit_code'] is None else a['exit_code']}  "
-            f"started {format_time(a['started_at'])}"
-        )
-        lines.append(f"    stdout    {a['stdout']}")
-        lines.append(f"    stderr    {a['stderr']}")
-        if a.get("reason"):
-            lines.append(f"    ended     {a['reason']}")
+    lines += _lifecycle_lines(task, now)
+    if task["attempt_list"]:
+        lines.append("  attempts")
+        lines.append("    " + _table(
+            ("N", "STARTED", "RUNTIME", "EXIT", "REASON", "GPUS", "MEM", "PEAK"),
+            [(str(a["n"]), format_time(a["started_at"]),
+              format_duration((a["ended_at"] or now) - a["started_at"]),
+              "-" if a["exit_code"] is None else str(a["exit_code"]),
+              a.get("end_reason") or ("running" if a["ended_at"] is None else "-"),
+              ",".join(map(str, a["devices"])) or "-",
+              format_mib(a["memory"]) if a.get("memory") is not None else "-",
+              _peak_gpu(a))
+             for a in task["attempt_list"]]).replace("\n", "\n    "))
+        for a in task["attempt_list"]:
+            lines.append(f"    {a['n']}: {a['stdout']}")
+            lines.append(f"    {a['n']}: {a['stderr']}")
+            if a.get("reason"):
+                lines.append(f"    {a['n']}: {a['reason']}")
+    history = task.get("history") or []
+    if history:
+        lines.append("  history     " + "; ".join(
+            f"{format_time(e['ts'])} {e['kind']}" for e in history[-12:]))
     return "\n".join(lines)
+
+
+def _lifecycle_lines(task: dict[str, Any], now: float) -> list[str]:
+    """Time limit, retries and where it runs, where they apply."""
+    lines = []
+    if task.get("time_limit"):
+        left = ""
+        if task.get("deadline") and task["status"] == "running":
+            left = f" ({format_duration(max(0.0, task['deadline'] - now))} left)"
+        lines.append(f"  time limit  {format_duration(task['time_limit'])}{left}"
+                     + ("; resumable" if task.get("resumable") else ""))
+    if task.get("max_retries"):
+        lines.append(f"  retries     {task.get('retries_used', 0)} of {task['max_retries']} used")
+    if task.get("end_reason") and task["status"] not in ("waiting", "running"):
+        lines.append(f"  ended by    {task['end_reason']}")
+    if task.get("executor", "local") != "local":
+        info = task.get("executor_info") or {}
+        lines.append(f"  executor    {task['executor']}" + "".join(
+            f", {k} {v}" for k, v in info.items() if v))
+    return lines
 
 
 def _usage_lines(task: dict[str, Any]) -> list[str]:
@@ -237,3 +271,18 @@ def collapse_progress(text: str) -> str:
     """Keep only the last state of carriage-return progress bars (tqdm)."""
     return "\n".join(line.rsplit("\r", 1)[-1] if "\r" in line.rstrip("\r") else line
                      for line in text.split("\n"))
+
+
+def render_usage(result: dict[str, Any]) -> str:
+    """`meow usage NAME`: per attempt, runtime, peak RSS, CPU time, peak GPU memory."""
+    rows = [(str(a["attempt"]), format_duration(a["runtime_s"]),
+             a["end_reason"] or ("running" if a["ended_at"] is None else "-"),
+             "-" if a["exit_code"] is None else str(a["exit_code"]),
+             format_mib(a["rss_peak_mib"]), f"{a['cpu_seconds']:.1f}",
+             ", ".join(f"GPU {i}: {format_mib(m)}" for i, m in
+                       sorted(a["gpu_peak_mib"].items(), key=lambda kv: int(kv[0]))) or "-")
+            for a in result["attempts"]]
+    if not rows:
+        return f"{result['fullname']}: no attempt yet"
+    return f"{result['fullname']}\n" + _table(
+        ("ATTEMPT", "RUNTIME", "REASON", "EXIT", "PEAK RSS", "CPU S", "PEAK GPU MEMORY"), rows)
