@@ -44,7 +44,7 @@ def test_meow_create_refuses_a_secret_in_the_command(meow_env: MeowEnv, tmp_path
     value = "s3cr3t-T0KEN-value"
     result = meow_env.meow("create", "echo ${env:API_TOKEN}", "-n", "sec", "-c", "0",
                            "--secret", f"API_TOKEN={value}", check=False, cwd=str(tmp_path))
-    assert result.returncode == 1
+    assert result.returncode == 2  # a bad value: a usage error
     assert result.stderr.strip().splitlines() == [
         "meow: error: ${env:API_TOKEN} would write secret API_TOKEN into the command line, "
         "which every user on this machine can read (ps); the task has API_TOKEN in its "
