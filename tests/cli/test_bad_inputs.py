@@ -14,7 +14,9 @@ from tests.conftest import MeowEnv
 SETTINGS = ("fake_gpus, cpu_slots, poll_interval, kill_grace, visible_devices, "
             "starvation_guard, reserve_after, placement, head_of_line, "
             "cascade_cancel_on_failure, override_exist_tasks, shutdown_on_complete, "
-            "hook_timeout, max_attempts")
+            "hook_timeout, max_attempts, default_time_limit, oom_scale, kill_leftovers, "
+            "retention_days, executor, slurm_partition, slurm_account, slurm_extra, "
+            "slurm_poll_interval")
 
 # (command line, exit status, the stderr line; a line ending in "..." is a prefix)
 BAD_INPUTS = [
@@ -52,6 +54,26 @@ BAD_INPUTS = [
      "meow: error: --secret MEOW_TEST_UNSET: MEOW_TEST_UNSET is not set here (or use "
      "NAME=VALUE)"),
     (["create", "echo", "-m", "--", "x=[]"], 2, "meow: error: empty multirun list in 'x=[]'"),
+    # create: a task's life
+    (["create", "true", "--time-limit", "-5m"], 2,
+     "meow: error: --time-limit: invalid duration '-5m': use e.g. 90s, 30m, 2h, 1d2h"),
+    (["create", "true", "--time-limit", "soon"], 2,
+     "meow: error: --time-limit: invalid duration 'soon': use e.g. 90s, 30m, 2h, 1d2h"),
+    (["create", "true", "--time-limit", "0s"], 2,
+     "meow: error: --time-limit: invalid duration '0s': must be more than 0 and under 10 "
+     "years"),
+    (["create", "true", "--retries", "-1"], 2,
+     "meow: error: --retries must be 0 or more, not -1"),
+    (["create", "true", "--executor", "cloud"], 2,
+     "meow: error: --executor must be local or slurm, not 'cloud'"),
+    (["create", "true", "--after", "nope"], 1, "meow: error: after: no task 'nope'"),
+    (["wait"], 2, "meow: error: wait for what? give task names, or -A for every task "
+                  "(meow wait --help)"),
+    (["wait", "nope"], 1, "meow: error: no task 'nope'"),
+    (["wait", "t1", "--timeout", "-1"], 2,
+     "meow: error: --timeout must be 0 or more seconds, not -1"),
+    (["usage", "nope"], 1, "meow: error: no task 'nope'"),
+    (["retry"], 2, "meow: error: give a task NAME, or -A for every task (meow retry --help)"),
     # create: refused by the daemon
     (["create", "true", "-n", "t1"], 1, "meow: error: a task named 't1' exists..."),
     (["create", "true", "-c", "3", "-M", "1000"], 1, "meow: error: task needs 3 GPU(s)..."),
