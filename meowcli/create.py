@@ -225,6 +225,7 @@ def memory_warning(memory: object, flag: str = "-M") -> str | None:
 def create(args: CreateArgs) -> int:
     """Ship the tasks to the daemon (starting it if needed). Returns the exit status."""
     from meowcli.autostart import open_or_start
+    from meowcli.connection import ConnectionLost
 
     if args.input.endswith(".py") and " " not in args.input and not os.path.exists(args.input):
         raise BadRequest(f"no task file {args.input} (to run a command, quote it: "
@@ -251,8 +252,15 @@ def create(args: CreateArgs) -> int:
         specs, params = _expanded(args)
         message = {"v": PROTOCOL_VERSION, "op": "create",
                    "args": {"tasks": specs, "cwd": cwd, "env": env}}
-    with open_or_start() as connection:
-        created = connection.call_wire(message)
+    # A create whose daemon dies in flight is sent once more (to a new daemon); the id makes
+    # a repeat get the first answer, so the tasks exist exactly once either way.
+    message["args"]["request_id"] = os.urandom(12).hex()  # type: ignore[index]
+    try:
+        with open_or_start() as connection:
+            created = connection.call_wire(message)
+    except ConnectionLost:
+        with open_or_start() as connection:
+            created = connection.call_wire(message)
     if args.json:
         import json
 
