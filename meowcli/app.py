@@ -188,6 +188,10 @@ def list_(
 
     with connect(autostart=True) as client:
         tasks = sorted(client.list(), key=lambda t: t["id"])
+        degraded = None if as_json else client.ping().get("degraded")
+    if degraded:  # a header no one misses: ends are known but not yet stored
+        typer.echo(f"meow: warning: meowd is degraded: {degraded}; no task starts until "
+                   "they are stored", err=True)
     columns = _columns(tasks)
     attrs = [w for w in words or () if w in columns]
     names = [w for w in words or () if w not in columns]
@@ -487,6 +491,9 @@ def test_(name: Annotated[str | None, typer.Argument(
             info = client.ping()
             typer.echo(f"meowd {info['version']} is running (pid {info['pid']}, "
                        f"devices: {info['backend'] or 'none'})")
+            if info.get("degraded"):
+                typer.echo(f"meow: warning: degraded: {info['degraded']}; no task starts "
+                           "until they are stored", err=True)
             return
         task = client.show(name)
     if task["status"] == "running":
