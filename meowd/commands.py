@@ -147,7 +147,7 @@ class Commands:
             self.store.update_task(task, "set", f"{attr}={value!r}")
         self.index.requeue_candidate(task)
         self._wake.set()
-        self.bump()
+        self.bump(task.id)
         return task.to_wire()
 
     def set_setting(self, key: str, value: Any) -> dict[str, Any]:

@@ -78,8 +78,12 @@ def test_bulk():
 def test_show():
     detail = {**TASKS[3], "task_home": "/state/tasks/4", "env_keys": ["HOME", "PATH"], "pid": None,
               "attempt_list": [{"n": 1, "devices": [1], "exit_code": 3, "started_at": T0 + 4,
+                                "ended_at": T0 + 64, "end_reason": "exit", "memory": 20000,
+                                "reason": "exit code 3",
+                                "usage": {"gpu_peak_mib": {"1": 4096}},
                                 "stdout": "/state/tasks/4/attempt-1.stdout.log",
                                 "stderr": "/state/tasks/4/attempt-1.stderr.log"}],
+              "end_reason": "exit",
               "reason": "exit code 3", "depends_on_names": ["prep"],
               "usage": {"gpu_mib": {}, "gpu_peak_mib": {"1": 4096}, "rss_mib": 0,
                         "rss_peak_mib": 2048, "cpu_seconds": 12.25}}
