@@ -34,7 +34,7 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,7 +46,7 @@ from meowd.core.units import format_mib
 
 log = logging.getLogger("meowd.ledger")
 
-LOCK_TIMEOUT = 2.0
+LOCK_TIMEOUT = 1.0
 """Seconds to wait for the machine-wide lock before placing on NVML's view alone."""
 DEGRADED_FOR = 30.0
 """After a lock time-out, try the lock without waiting for this long (one warning)."""
@@ -128,10 +128,21 @@ class Ledger(Protocol):
         process lists) does not show as used yet. Refused: nothing is recorded."""
         ...
 
+    def claim_each(self, placements: Sequence[list[Claim]], free_mib: Mapping[int, int],
+                   gpu_processes: ProcessList | None = None, *,
+                   waiting_since: Sequence[float | None] | None = None) -> list[ClaimResult]:
+        """`claim` for each placement in turn, under one lock and with one write: each sees
+        `free_mib` less what the ones before it claimed (one scheduling pass)."""
+        ...
+
     def bind(self, key: str, pid: int) -> bool:
         """Move `key`'s claims to process `pid` (the task, right after its spawn): they
         then live exactly as long as it. False (and the claims dropped) when `pid` is gone
         or not this user's."""
+        ...
+
+    def bind_all(self, pids: Mapping[str, int]) -> dict[str, bool]:
+        """`bind` for many keys (key -> pid) under one lock and with one write."""
         ...
 
     def adopt(self, claims: list[Claim], pid: int) -> bool:
@@ -517,7 +528,10 @@ class _BaseLedger:
         used: dict[int, int] = {}  # id(entry) -> MiB NVML shows for its process tree
         if gpu_processes is not None:
             for device, processes in gpu_processes.items():
-                owners = {e.pid: e for _, e in entries if e.device == device}
+                # A claim still held by its daemon (not yet bound) has no task using memory:
+                # the daemon's other tasks are its descendants too, so it gets none of theirs.
+                owners = {e.pid: e for r, e in entries
+                          if e.device == device and e.pid != r.daemon[0]}
                 if not owners:
                     continue
                 for pid, mib in processes:
@@ -546,10 +560,12 @@ class _BaseLedger:
     def claim(self, claims: list[Claim], free_mib: Mapping[int, int],
               gpu_processes: ProcessList | None = None, *,
               waiting_since: float | None = None) -> ClaimResult:
-        wanted = [c for c in claims if c.mib > 0]
-        need: dict[int, int] = {}
-        for c in wanted:
-            need[c.device] = need.get(c.device, 0) + c.mib
+        return self.claim_each([claims], free_mib, gpu_processes,
+                               waiting_since=[waiting_since])[0]
+
+    def claim_each(self, placements: Sequence[list[Claim]], free_mib: Mapping[int, int],
+                   gpu_processes: ProcessList | None = None, *,
+                   waiting_since: Sequence[float | None] | None = None) -> list[ClaimResult]:
         with self._mutex, self._exclusive() as degraded:
             procs = _Procs()
             records = self._live(self._records(), procs)
@@ -558,22 +574,36 @@ class _BaseLedger:
             for f in foreign:
                 if f.device in free:
                     free[f.device] -= f.outstanding_mib
-            short = {d for d, mib in need.items() if mib > free.get(d, 0)}
-            if short:
-                blockers = tuple(f for f in foreign if f.device in short and f.outstanding_mib)
-                return ClaimResult(False, blockers, None, degraded)
-            rival = self._rival(records, need, free, waiting_since)
-            if rival is not None:
-                return ClaimResult(False, (), user_name(rival), degraded)
-            if wanted:
-                own = self._own(records)
+            own = self._own(records)
+            theirs = [r for r in records if not self._mine(r)]
+            results = []
+            for n, claims in enumerate(placements):
+                wanted = [c for c in claims if c.mib > 0]
+                need: dict[int, int] = {}
+                for c in wanted:
+                    need[c.device] = need.get(c.device, 0) + c.mib
+                short = {d for d, mib in need.items() if mib > free.get(d, 0)}
+                if short:
+                    blockers = tuple(f for f in foreign
+                                     if f.device in short and f.outstanding_mib)
+                    results.append(ClaimResult(False, blockers, None, degraded))
+                    continue
+                since = waiting_since[n] if waiting_since else None
+                rival = self._rival([*theirs, own], need, free, since)
+                if rival is not None:
+                    results.append(ClaimResult(False, (), user_name(rival), degraded))
+                    continue
                 keys = {self._hash(c.key) for c in wanted}
-                own.claims = [e for e in own.claims if e.key not in keys]
                 now = time.time()
-                own.claims += [_Entry(self._hash(c.key), c.device, c.mib, now, *self.daemon)
-                               for c in wanted]
+                own.claims = [e for e in own.claims if e.key not in keys] + [
+                    _Entry(self._hash(c.key), c.device, c.mib, now, *self.daemon)
+                    for c in wanted]
+                for d, mib in need.items():
+                    free[d] -= mib
+                results.append(ClaimResult(True, (), None, degraded))
+            if any(r.ok and p for r, p in zip(results, placements, strict=True)):
                 self._store(own)
-            return ClaimResult(True, (), None, degraded)
+            return results
 
     def _rival(self, records: list[_Record], need: dict[int, int], free: dict[int, int],
                waiting_since: float | None) -> int | None:
@@ -613,31 +643,41 @@ class _BaseLedger:
             del self._yielding[uid]
         return None if rival is None else rival.uid
 
-    def _rebind(self, key: str, pid: int, claims: list[Claim] | None) -> bool:
+    def _rebind(self, items: list[tuple[str, int, list[Claim] | None]]) -> list[bool]:
+        """Move each (key, pid, claims)'s claims to pid; with `claims`, (re)create them."""
         with self._mutex, self._exclusive():
             procs = _Procs()
             own = self._own(self._live(self._records(), procs))
-            h = self._hash(key)
-            p = procs.get(pid)
-            ok = p is not None and (p.uid == self.uid or not self.verify_uid)
-            mine = [e for e in own.claims if e.key == h]
-            own.claims = [e for e in own.claims if e.key != h]
-            if ok and p is not None:
-                if claims is not None:
-                    since = {e.device: e.since for e in mine}
-                    now = time.time()
-                    mine = [_Entry(h, c.device, c.mib, since.get(c.device, now), pid, p.ticks)
-                            for c in claims if c.key == key and c.mib > 0]
-                own.claims += [replace(e, pid=pid, ticks=p.ticks) for e in mine]
+            results = []
+            for key, pid, claims in items:
+                h = self._hash(key)
+                p = procs.get(pid)
+                ok = p is not None and (p.uid == self.uid or not self.verify_uid)
+                mine = [e for e in own.claims if e.key == h]
+                own.claims = [e for e in own.claims if e.key != h]
+                if ok and p is not None:
+                    if claims is not None:
+                        since = {e.device: e.since for e in mine}
+                        now = time.time()
+                        mine = [_Entry(h, c.device, c.mib, since.get(c.device, now), pid,
+                                       p.ticks) for c in claims if c.key == key and c.mib > 0]
+                    own.claims += [replace(e, pid=pid, ticks=p.ticks) for e in mine]
+                results.append(ok)
             self._store(own)
-            return ok
+            return results
 
     def bind(self, key: str, pid: int) -> bool:
-        return self._rebind(key, pid, None)
+        return self._rebind([(key, pid, None)])[0]
+
+    def bind_all(self, pids: Mapping[str, int]) -> dict[str, bool]:
+        return dict(zip(pids, self._rebind([(k, pid, None) for k, pid in pids.items()]),
+                        strict=True))
 
     def adopt(self, claims: list[Claim], pid: int) -> bool:
-        results = [self._rebind(key, pid, claims) for key in sorted({c.key for c in claims})]
-        return all(results) if results else proc(pid) is not None
+        keys = sorted({c.key for c in claims})
+        if not keys:
+            return proc(pid) is not None
+        return all(self._rebind([(key, pid, claims) for key in keys]))
 
     def release(self, key: str) -> None:
         self._keep(lambda k: k != self._hash(key))
@@ -677,7 +717,9 @@ class _BaseLedger:
                 if degraded is None and (before.boot != boot or idle):
                     self._drop(before)  # a file of ours (or, as root, anyone's): all dead
             own = self._own(live)
-            self._store(own)
+            if len(own.claims) != len(self._own(records).claims) or any(
+                    r.boot != boot for r in records if self._mine(r)):
+                self._store(own)
             return dropped
 
     def close(self) -> None:
@@ -716,6 +758,17 @@ class FileLedger(_BaseLedger):
             yield None
         finally:
             os.close(fd)
+
+    def expire(self) -> int:
+        dropped = super().expire()
+        # Temporary files of writes this home's daemons were killed in the middle of.
+        stem, old = f".{self.prefix}u{self.uid}.{self.ns}", time.time() - 60
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.base):
+                if entry.name.startswith(stem) and ".tmp-" in entry.name and \
+                        entry.stat(follow_symlinks=False).st_mtime < old:
+                    os.unlink(entry.path)
+        return dropped
 
     def _records(self) -> list[_Record]:
         records: list[_Record] = []
@@ -822,8 +875,16 @@ class NullLedger:
               waiting_since: float | None = None) -> ClaimResult:
         return ClaimResult(True)
 
+    def claim_each(self, placements: Sequence[list[Claim]], free_mib: Mapping[int, int],
+                   gpu_processes: ProcessList | None = None, *,
+                   waiting_since: Sequence[float | None] | None = None) -> list[ClaimResult]:
+        return [ClaimResult(True) for _ in placements]
+
     def bind(self, key: str, pid: int) -> bool:
         return True
+
+    def bind_all(self, pids: Mapping[str, int]) -> dict[str, bool]:
+        return dict.fromkeys(pids, True)
 
     def adopt(self, claims: list[Claim], pid: int) -> bool:
         return True

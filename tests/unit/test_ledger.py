@@ -119,6 +119,18 @@ def test_the_caller_counts_its_own_claims(make: Make):
     assert a.claim([Claim("2.1", 0, 4000)], {0: GPU - 12000})
 
 
+def test_one_pass_claims_placements_in_turn_and_binds_them_together(make: Make, spawn):
+    a, b = make("home-a"), make("home-b")
+    assert a.claim([Claim("1.1", 0, 4000)], {0: GPU})
+    results = b.claim_each([[Claim(f"{n}.1", 0, 6000)] for n in (1, 2, 3)], {0: GPU})
+    assert [r.ok for r in results] == [True, True, False]
+    assert [c.mib for c in results[2].blockers] == [4000]
+    done = spawn("true")
+    done.wait()
+    assert b.bind_all({"1.1": spawn().pid, "2.1": done.pid}) == {"1.1": True, "2.1": False}
+    assert [c.mib for c in a.others()] == [6000]
+
+
 def test_memory_nvml_shows_as_used_by_the_claiming_task_is_not_counted_twice(make: Make, spawn):
     a, b = make("home-a"), make("home-b")
     task = spawn("sh", "-c", "sleep 60 & wait")
