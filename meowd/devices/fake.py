@@ -180,7 +180,13 @@ class FakeBackend:
                  environ: Mapping[str, str] | None = None) -> None:
         self.totals = totals
         self.holds_dir = holds_dir
-        self.files = None if holds_dir is None else holds_for(totals, holds_dir, environ)
+        self.files: list[Holds] = []
+        """Where holds are read: the shared ones, and this meow home's own (a hold made
+        where the fake GPU spec was unknown lands there)."""
+        if holds_dir is not None:
+            self.files = [holds_for(totals, holds_dir, environ)]
+            if self.files[0].prefix:
+                self.files.append(Holds(holds_dir, ""))
         self._memory: dict[int, dict[int, int]] = {}
         """In-process holds: GPU index -> {pid: MiB}."""
 
@@ -207,8 +213,8 @@ class FakeBackend:
         holds: list[tuple[int, int, int]] = [
             (pid, gpu, mib) for gpu, pids in self._memory.items() for pid, mib in pids.items()
         ]
-        if self.files is not None:
-            holds += self.files.live()
+        for files in self.files:
+            holds += files.live()
         return holds
 
     def snapshot(self) -> list[DeviceInfo]:

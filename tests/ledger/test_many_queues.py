@@ -174,6 +174,18 @@ def test_without_the_ledger_the_second_task_dies_of_oom_on_the_shared_fake_gpu(b
         again.wait()
 
 
+def test_a_hold_where_the_fake_gpus_are_unknown_lands_on_its_homes_own(base: Path):
+    backend = FakeBackend([GPU], base / "home" / "fake-gpus", fake_env(base))
+    env = {k: v for k, v in fake_env(base).items() if k != "MEOW_FAKE_GPUS"}
+    task = subprocess.Popen([sys.executable, "-m", "meowd.devices.fake", "hold", "--gpu", "0",
+                             "--mib", "3000", "--", "sleep", "60"], env=env)
+    try:
+        wait_for(lambda: view(backend)[1] == {0: [(task.pid, 3000)]}, what="the hold")
+    finally:
+        task.kill()
+        task.wait()
+
+
 # -- kill -9 -----------------------------------------------------------------------------------
 def daemon(base: str, ns: str, spawn_task: bool, out: Any) -> None:
     """A queue that claims 12000 MiB, maybe starts the task, reports, and waits to be killed."""
