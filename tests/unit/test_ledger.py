@@ -7,9 +7,11 @@ board (memory) or a directory (files)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -56,22 +58,27 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Make:
 
 @pytest.fixture
 def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start real processes (tasks); all are killed at the end."""
+    """Start real processes (tasks), each in its own process group; all are killed at the
+    end, children included."""
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(*argv: str) -> subprocess.Popen[bytes]:
-        p = subprocess.Popen(list(argv or ["sleep", "60"]))
+        p = subprocess.Popen(list(argv or ["sleep", "60"]), start_new_session=True)
         procs.append(p)
         return p
 
     yield start
     for p in procs:
-        p.kill()
-        p.wait()
+        end(p)
 
 
 def end(p: subprocess.Popen[bytes]) -> None:
-    p.kill()
+    """Kill `p`, and its children when it leads its own process group."""
+    with contextlib.suppress(ProcessLookupError):
+        if os.getpgid(p.pid) == p.pid:
+            os.killpg(p.pid, signal.SIGKILL)
+        else:
+            p.kill()
     p.wait()
 
 
