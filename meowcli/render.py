@@ -120,7 +120,12 @@ def render_devices(result: dict[str, Any]) -> str:
     header = f"{len(rows)} GPU(s) via {result['backend']}; memory in MiB"
     table = _table(["GPU", "NAME", "TOTAL", "MEOW", "OTHERS", "RESERVED", "FREE", "UTIL", "TASKS"],
                    rows)
-    return f"{header}\n{table}"
+    claims = [f"GPU {d['index']}: {o['mib']} MiB reserved by "
+              f"{'another meow home of yours' if o.get('same_user') else o['user']} since "
+              f"{format_time(o['since'])}"
+              for d in result["devices"] for o in d.get("others") or ()]
+    return "\n".join([header, table, *(["other queues' reservations:", *(
+        f"  {line}" for line in claims)] if claims else [])])
 
 
 _PAST = {"kill": "killed", "cancel": "cancelled", "resume": "resumed", "remove": "removed",

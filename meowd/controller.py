@@ -41,6 +41,7 @@ from meowd.core.models import ACTIVE, Task, TaskStatus
 from meowd.core.paths import Paths
 from meowd.core.reasons import EndReason
 from meowd.core.scheduler import Hold
+from meowd.core.settings import parse_fake_gpus
 from meowd.core.units import format_mib
 from meowd.creating import Creating
 from meowd.devices import DeviceBackend
@@ -49,6 +50,15 @@ from meowd.executors.base import Exit as Exit
 from meowd.executors.cgroups import Cgroups
 from meowd.executors.local import LocalExecutor, read_exit_file
 from meowd.executors.slurm import SlurmExecutor
+from meowd.ledger import (
+    Claim,
+    ForeignClaim,
+    Ledger,
+    NullLedger,
+    attempt_key,
+    ledger_scope,
+    open_ledger,
+)
 from meowd.monitor import UsageMonitor
 from meowd.sampling import Sampling
 from meowd.secrets import LOG_FILTER, secret_values
@@ -78,7 +88,7 @@ def default_executors(on_exit: ExitCallback, c: Controller) -> dict[str, Executo
 class Controller(Creating, Commands, Starting, Sampling):
     def __init__(self, paths: Paths, settings: Settings, store: Store,
                  backend: DeviceBackend | None, executors: ExecutorFactory = default_executors,
-                 ) -> None:
+                 ledger: Ledger | None = None) -> None:
         self.paths = paths
         self.settings = settings
         self.store = store
@@ -104,7 +114,17 @@ class Controller(Creating, Commands, Starting, Sampling):
         """Tasks whose attempt ran while the disk was full: their logs get a marker."""
         self._last_prune = 0.0
         self._jobs: set[asyncio.Task[None]] = set()
+        self.ledger = ledger if ledger is not None else default_ledger(paths, settings, backend)
+        """Every meowd's GPU memory claims on this machine: two queues never book one MiB."""
+        self.foreign: list[ForeignClaim] = []
+        """Other queues' live claims at the last poll."""
+        self.ledger_notes: dict[int, str] = {}
+        """Task id -> why the ledger refused its placement (another queue's claim)."""
         self.executors = executors(self._on_exit, self)
+
+    def _claims(self, task: Task) -> list[Claim]:
+        return [Claim(attempt_key(task.id, task.attempts), d, mib)
+                for d, mib in zip(task.devices, task.reserved_mib, strict=True)]
 
     @property
     def tasks(self) -> dict[int, Task]:
@@ -165,6 +185,8 @@ class Controller(Creating, Commands, Starting, Sampling):
             if executor.adopt(task.id, handle, attempt.exit_file):
                 attempt.pid = attempt.pid or getattr(executor, "pid", lambda _: None)(task.id)
                 self.running[task.id] = run
+                if attempt.pid and task.executor == "local":
+                    self.ledger.adopt(self._claims(task), attempt.pid)
                 self._arm_deadline(task)
                 adopted += 1
                 continue
@@ -181,6 +203,7 @@ class Controller(Creating, Commands, Starting, Sampling):
             else:
                 self.running[task.id] = run
                 self._on_exit(task.id, Exit(None, detail=_vanished(attempt.pid)))
+        self.ledger.retain(attempt_key(t, r.attempt.n) for t, r in self.running.items())
         if len(self.index):
             log.info("restored %d tasks (%d waiting, %d running re-adopted) in %.1f ms",
                      len(self.index), len(self.index.waiting), adopted,
@@ -257,6 +280,7 @@ class Controller(Creating, Commands, Starting, Sampling):
             run = self.running.pop(task.id, None)
             if run is not None:
                 run.cancel_timers()
+                self.ledger.release(attempt_key(task.id, run.attempt.n))
                 a = run.attempt
                 a.ended_at, a.exit_code, a.reason = now, code, outcome.text
                 a.end_reason, a.usage = str(outcome.reason), replace(task.usage)
@@ -291,6 +315,7 @@ class Controller(Creating, Commands, Starting, Sampling):
             return
         if run.intent is StopIntent.REMOVE:
             self.running.pop(task_id).cancel_timers()
+            self.ledger.release(attempt_key(task_id, run.attempt.n))
             self._remove(task)
         else:
             note = attempt_files.read_note(run.attempt.file("note"))
@@ -396,6 +421,14 @@ class Controller(Creating, Commands, Starting, Sampling):
             executor.detach_all()
         for run in self.running.values():
             run.cancel_timers()
+
+
+def default_ledger(paths: Paths, settings: Settings, backend: DeviceBackend | None) -> Ledger:
+    """The machine-wide ledger for these GPUs (fake ones by their spec); none without GPUs."""
+    if backend is None:
+        return NullLedger()
+    totals = parse_fake_gpus(settings.fake_gpus) if settings.fake_gpus else None
+    return open_ledger(paths, ledger_scope(totals), fairness=settings.fairness)
 
 
 def _namespace(paths: Paths) -> str:

@@ -73,6 +73,11 @@ class Claim:
     mib: int
 
 
+def attempt_key(task_id: int, attempt: int) -> str:
+    """A task attempt's name in a daemon's claims."""
+    return f"{task_id}.{attempt}"
+
+
 @dataclass(frozen=True)
 class ForeignClaim:
     """Another queue's live claim, as `meow devices` may show it."""

@@ -26,6 +26,10 @@ class UsageMonitor:
         self.usage: dict[int, dict[int, int]] = {}
         """device index -> {task id: MiB actually used by that task's processes}."""
 
+    def gpu_processes(self) -> dict[int, list[tuple[int, int]]]:
+        """GPU index -> (pid, MiB) of each process on it, at the last sample."""
+        return {d.index: [(p.pid, p.used_mib) for p in d.processes] for d in self.devices}
+
     def known(self, task_id: int) -> dict[int, float]:
         """The task's processes at the last sample: pid -> start time."""
         return self._tree.known(task_id)

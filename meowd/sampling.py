@@ -5,6 +5,7 @@ and retrying what a full disk could not store. A part of the controller (mixed i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 from typing import Any
@@ -26,6 +27,20 @@ class Sampling:
         homes = {str(self.task_home(self.index[t])): t for t in roots if t in self.index}
         changed, trees = await self.monitor.sample(roots, homes)
         moved = self._record_usage(trees)
+        ledger, procs = self.ledger, self.monitor.gpu_processes()
+        self._polls = getattr(self, "_polls", 0) + 1
+        expire = self._polls % 10 == 0
+
+        def foreign() -> list[Any]:  # a few small files: off the loop all the same
+            if expire:
+                ledger.expire()
+            return ledger.others(procs)
+
+        others = await asyncio.to_thread(foreign)
+        if others != self.foreign or self.ledger_notes:
+            # a claim that refused a placement may be gone before any poll saw it
+            self.foreign = others
+            changed = True
         if self.store.backlog and self.store.flush():
             self._after_disk_recovered()
         if changed:

@@ -16,8 +16,9 @@ from typing import Any
 from meowd.core.lifecycle import StopIntent
 from meowd.core.models import Task, TaskStatus
 from meowd.core.reasons import EndReason
-from meowd.core.scheduler import DeviceView, Policy, place
+from meowd.core.scheduler import DeviceView, Placement, Policy, place
 from meowd.executors.base import Executor, Handle, Launch
+from meowd.ledger import Claim, attempt_key
 from meowd.store import Attempt
 
 log = logging.getLogger("meowd.controller")
@@ -93,7 +94,7 @@ class Starting:
                 self._started(task, attempt, handle)
         for task, reason in failed:
             log.warning("task %d %s: %s", task.id, task.fullname, reason)
-            self._finish_plain(task, TaskStatus.FAILED, EndReason.SPAWN, reason)
+            self._finish_plain(task, TaskStatus.FAILED, EndReason.SPAWN, reason)  # releases
         return len(started) - len(failed)
 
     def _place(self) -> list[Any]:
@@ -101,8 +102,13 @@ class Starting:
         if not self.index.queue:
             self.hold = None
             return []
-        views_ = [DeviceView(u.index, u.total, u.free, len(u.task_ids), u.used_by_others)
-                  for u in self.accounting()]
+        usage = self.accounting()
+        outstanding: dict[int, int] = {}  # other queues' claims their tasks do not use yet
+        for f in self.foreign:
+            outstanding[f.device] = outstanding.get(f.device, 0) + f.outstanding_mib
+        views_ = [DeviceView(u.index, u.total, max(0, u.free - outstanding.get(u.index, 0)),
+                             len(u.task_ids), u.used_by_others)
+                  for u in usage]
         cpu_busy = sum(1 for i in self.running
                        if self.index[i].min_devices == 0 and self.index[i].executor == "local")
         visible = self.settings.visible_devices
@@ -116,11 +122,41 @@ class Starting:
                          held.fullname)
             self.bump(everything=True)  # every waiting task's why may name it
         self.hold = plan.hold
-        return plan.placements
+        return self._claim(plan.placements, {u.index: u.free for u in usage})
+
+    def _claim(self, placements: list[Placement], free: dict[int, int]) -> list[Placement]:
+        """Claim each placement's memory in the machine-wide ledger, atomically against
+        every other queue's claims; the ones refused wait, saying whose claim they wait for."""
+        claims = [[Claim(attempt_key(p.task_id, self.index[p.task_id].attempts + 1), d, mib)
+                   for d, mib in zip(p.devices, p.reserved_mib, strict=True)]
+                  for p in placements]
+        if not any(c.mib for cs in claims for c in cs):
+            return placements
+        results = self.ledger.claim_each(
+            claims, free, self.monitor.gpu_processes(),
+            waiting_since=[self.index[p.task_id].created_at for p in placements])
+        granted = []
+        for placement, result in zip(placements, results, strict=True):
+            if result.degraded:
+                log.warning("GPU ledger: %s", result.degraded)
+            if result:
+                if self.ledger_notes.pop(placement.task_id, None):
+                    self.bump(placement.task_id)
+                granted.append(placement)
+                continue
+            note = result.note() or "its GPUs were claimed by another meow queue meanwhile"
+            if self.ledger_notes.get(placement.task_id) != note:
+                self.ledger_notes[placement.task_id] = note
+                self.bump(placement.task_id)
+        return granted
 
     def _started(self, task: Task, attempt: Attempt, handle: Handle) -> None:
         attempt.pid, attempt.create_time = handle.pid, handle.create_time
         attempt.job_id = handle.job_id
+        if handle.pid and task.executor == "local" and any(task.reserved_mib):
+            # The claim moves from this daemon to the task: it lives exactly as long as
+            # the task's process, whatever happens to meowd.
+            self.ledger.bind(attempt_key(task.id, attempt.n), handle.pid)
         self.store.insert_attempt(attempt)
         self._arm_deadline(task)
 

@@ -38,6 +38,8 @@ def why_waiting(c: Controller, task: Task) -> str | None:
         return task.dependency
     if c.store.degraded:
         return "meowd cannot record new starts until its disk has room"
+    if task.id in c.ledger_notes:  # placed, but another queue's claim came first
+        return c.ledger_notes[task.id]
     hold = c.hold
     if hold is not None and hold.task_id == task.id:
         gpus = ",".join(map(str, hold.devices))
@@ -124,6 +126,11 @@ def usage(c: Controller, task: Task) -> dict[str, Any]:
 
 def devices(c: Controller) -> dict[str, Any]:
     names = {d.index: d for d in c.monitor.devices}
+    others: dict[int, list[dict[str, Any]]] = {}
+    for f in c.foreign:  # what every user may see of other queues' claims
+        others.setdefault(f.device, []).append(
+            {"user": f.user, "mib": f.mib, "since": f.since, "same_user": f.same_user,
+             "outstanding_mib": f.outstanding_mib})
     return {
         "backend": c.backend.name if c.backend else None,
         "hint": None if c.backend else NO_GPU_HINT,
@@ -131,9 +138,14 @@ def devices(c: Controller) -> dict[str, Any]:
             {
                 "index": u.index, "name": names[u.index].name, "total_mib": u.total,
                 "used_by_meow_mib": u.used_by_meow, "used_by_others_mib": u.used_by_others,
-                "reserved_mib": u.reserved, "free_mib": u.free,
+                "reserved_mib": u.reserved,
+                "reserved_by_others_mib": sum(o["outstanding_mib"]
+                                              for o in others.get(u.index, ())),
+                "free_mib": max(0, u.free - sum(o["outstanding_mib"]
+                                                for o in others.get(u.index, ()))),
                 "utilization": names[u.index].utilization,
                 "tasks": [c.index[i].fullname for i in u.task_ids if i in c.index],
+                "others": others.get(u.index, []),
             }
             for u in c.accounting()
         ],

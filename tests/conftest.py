@@ -49,6 +49,9 @@ class MeowEnv:
         self.home = home
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MEOW_")}
         self.env["MEOW_HOME"] = str(home)
+        # Each test daemon its own GPU ledger and fake GPUs (the default shares both
+        # machine-wide); tests of sharing point several daemons at one directory.
+        self.env["MEOW_LEDGER"] = "private"
         if fake_gpus:
             self.env["MEOW_FAKE_GPUS"] = fake_gpus
         self.daemon: subprocess.Popen[bytes] | None = None

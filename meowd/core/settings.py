@@ -49,6 +49,7 @@ class Settings:
     slurm_account: str = ""
     slurm_extra: str = ""
     slurm_poll_interval: float = 10.0
+    fairness: str = "fcfs"
 
 
 SETTING_HELP = {
@@ -86,6 +87,9 @@ SETTING_HELP = {
     "slurm_account": "Account for Slurm jobs (empty: the user's default).",
     "slurm_extra": "More sbatch arguments for every job, shell-quoted (e.g. --qos=high).",
     "slurm_poll_interval": "Seconds between squeue calls (one call for all jobs).",
+    "fairness": "Between users' queues waiting for the same GPUs: fcfs (first come, first "
+                "served), round_robin (users take turns at equal priority) or equal_share "
+                "(the user holding the fewest GPUs goes first).",
 }
 """What each setting does, for `meow set --help` and the README."""
 
@@ -104,6 +108,7 @@ _CHOICES = {
     "placement": ("spread", "pack", "first"),
     "override_exist_tasks": ("forbid", "rename", "allow"),
     "executor": ("local", "slurm"),
+    "fairness": ("fcfs", "round_robin", "equal_share"),
 }
 
 _OFF = ("none", "off", "")

@@ -16,6 +16,7 @@ from meowd.core.paths import resolve_paths
 from meowd.core.protocol import CreateRequest, Selector, TaskSpec
 from meowd.devices.fake import FakeBackend, parse_fake_spec
 from meowd.executors.base import Exit, Handle, Launch, StartError
+from meowd.ledger import NullLedger
 from meowd.store import Store
 
 
@@ -75,7 +76,8 @@ async def ctl(tmp_path: Path):
         executors["local"] = ScriptedExecutor(on_exit)
         return dict(executors)
 
-    controller = Controller(paths, settings, store, backend, executors=factory)
+    controller = Controller(paths, settings, store, backend, executors=factory,
+                            ledger=NullLedger())
     await controller.start()
     controller.scripted = executors["local"]  # type: ignore[attr-defined]
     yield controller
