@@ -12,8 +12,8 @@ An estimate a running task outlives is raised (`current`): from then on the elap
 is a lower bound, and a task that ran as long as expected is, with heavy tails, expected
 to run about as long again. A time limit is never raised far: the task is being stopped.
 
-The daemon stores runtimes per key (finished tasks, most recent last) and asks
-`from_history` with the first key of `history_keys` that has enough of them.
+The daemon stores the runtime of every task that ends done under each of its
+`history_keys`, and asks `from_keys` (or `estimate`, when there is a time limit).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -76,6 +76,20 @@ def estimate(time_limit_s: float | None, history: Sequence[float] = ()) -> Estim
     if time_limit_s is not None:
         return from_limit(time_limit_s)
     return from_history(history)
+
+
+def from_keys(runtimes: Callable[[str], Sequence[float]], keys: Sequence[str]
+              ) -> Estimate | None:
+    """History by the most specific key of `history_keys` with `MIN_RUNS` runs, else the
+    most specific with any. `runtimes(key)`: past runtimes, oldest first (the store's)."""
+    fallback: Sequence[float] = ()
+    for key in keys:
+        runs = runtimes(key)
+        if len(runs) >= MIN_RUNS:
+            return from_history(runs)
+        if runs and not fallback:
+            fallback = runs
+    return from_history(fallback)
 
 
 def current(estimate: Estimate, elapsed_s: float) -> float:

@@ -544,10 +544,12 @@ class _Pass:
         self.long._set(p, free, self.pool.tasks[p])
 
     def _change(self, p: int, at: float, mib: int) -> None:
-        changes = self.changes[p]
-        insort(changes, (at, mib))
+        insort(self.changes[p], (at, mib))
+        self._derive(p)
+
+    def _derive(self, p: int) -> None:
         times, sums, total = [], [0], 0
-        for t, delta in changes:
+        for t, delta in self.changes[p]:
             total += delta
             if times and times[-1] == t:  # changes at one instant count together
                 sums[-1] = total
@@ -591,13 +593,13 @@ class _Pass:
         if self.long is None:
             self.long = pool.copy()
         for p in positions:
-            if p not in self.changes:
-                self.changes[p] = []
-                for at, mib in self._ends(p):
-                    insort(self.changes[p], (at, mib))
-            self._change(p, begin, -need(p))
+            changes = self.changes.get(p)
+            if changes is None:
+                changes = self.changes[p] = self._ends(p)
+            insort(changes, (begin, -need(p)))
             if end < inf:
-                self._change(p, end, need(p))
+                insort(changes, (end, need(p)))
+            self._derive(p)
             self._sync(p)
         self._record(candidate, tuple(pool.devices[p].index for p in positions), start)
 
@@ -758,8 +760,10 @@ def place(
             dead.add(candidate.shape)
         if (mode != "none" and len(plan.reservations) < depth
                 and now - candidate.created_at >= policy.reserve_after):
+            before = len(plan.reservations)
             state.reserve(candidate, needs)
-            if mode == "conservative" and more:
+            if more and before < len(plan.reservations) < depth:
+                # Conservative: the tasks of its shape behind it get theirs too.
                 heapq.heappush(heads, (buckets[n][i + 1][0], n, i + 1))
     return plan
 

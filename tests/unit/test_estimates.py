@@ -13,6 +13,7 @@ from meowd.core.estimates import (
     expected_end,
     format_duration,
     from_history,
+    from_keys,
     from_limit,
     history_keys,
     name_stem,
@@ -104,3 +105,15 @@ def test_describe_and_durations():
     assert from_limit(7800).describe() == "~2h10m (time limit)"
     assert Estimate(2100, "history").describe() == "~35m (history)"
     assert [format_duration(s) for s in (45, 3600, 3 * 86400 + 4 * 3600)] == ["45s", "1h", "3d4h"]
+
+
+def test_the_most_specific_key_with_enough_runs_wins():
+    store = {"g/train\tpython t.py": [100.0], "train\tpython t.py": [10.0, 20.0, 30.0],
+             "\tpython t.py": [1.0] * 10}
+    keys = history_keys("python t.py", "train_1", "g")
+    assert from_keys(lambda k: store.get(k, []), keys).seconds == pytest.approx(28.0)
+    # No key with enough runs: the most specific one with any.
+    store["train\tpython t.py"] = [10.0]
+    store["\tpython t.py"] = [1.0]
+    assert from_keys(lambda k: store.get(k, []), keys).seconds == 100.0 * FEW_RUNS_FACTOR
+    assert from_keys(lambda k: [], keys) is None

@@ -399,3 +399,14 @@ def test_a_timeline_kept_up_to_date_equals_a_fresh_one():
     assert {i: ends for i, ends in kept.per_device.items() if ends} == fresh.per_device
     assert kept.unknown == fresh.unknown == {0: 20, 1: 20}
     assert len(kept) == 3
+
+
+def test_conservative_reserves_for_the_first_blocked_tasks_of_a_shape_only():
+    queue = WaitQueue(est(i, 1, BIG, 100) for i in range(1, 10_001))
+    queue.add(est(20_000, 1, 10 * GiB, None))
+    devices = [big(0, 10 * GiB), big(1, 0)]
+    running = [Running((0,), (70 * GiB,), 100.0), Running((1,), (BIG,), 150.0)]
+    plan = place(queue, devices, 0, Policy(backfill="conservative", depth=3), running=running)
+    assert [(r.task_id, r.devices, r.start) for r in plan.reservations] == \
+        [(1, (0,), 100.0), (2, (1,), 150.0), (3, (0,), 200.0)]
+    assert started(plan) == {}  # 10 GiB on GPU 0 for good would delay task 3
