@@ -237,3 +237,176 @@ def test_usage_attribution_records_peaks_and_flags_over_use():
     assert over_memory(task) is None  # live 1000 of the 2000 asked
     record(task.usage, 400, 2.0, {0: 2500})
     assert over_memory(task) == "uses 2500MiB on GPU 0, over the 2000MiB it asked for"
+
+
+# -- reservations in time ------------------------------------------------------------------
+from meowd.core.scheduler import Reservation, Running, Timeline  # noqa: E402
+
+EASY = Policy(backfill="easy")
+CONSERVATIVE = Policy(backfill="conservative", depth=4)
+GUARD = Policy(backfill="guard")
+BIG = 80 * GiB
+
+
+def big(index, free, tasks=1):
+    return DeviceView(index, BIG, free, tasks)
+
+
+def est(task_id, gpus, mem, estimate, prio=0):
+    """Created long ago (`reserve_after` has passed), older for a lower id."""
+    return Candidate(task_id, prio, task_id - 1000.0, gpus, mem, estimate)
+
+
+def test_candidate_positional_construction_still_works():
+    c = Candidate(1, 0, 0.0, 1, 100)
+    assert c.estimate_s is None and c.bucket == (1, 100, False, None)
+
+
+@pytest.mark.parametrize("policy", [EASY, CONSERVATIVE])
+def test_reservation_on_the_gpus_that_free_up_first(policy):
+    devices = [big(i, 0) for i in range(4)]
+    running = [Running((i,), (BIG,), end) for i, end in enumerate([100, 300, 200, 400])]
+    plan = place([est(1, 2, BIG, 50)], devices, 0, policy, running=running)
+    assert plan.placements == []
+    assert plan.reservations == [Reservation(1, (0, 2), 200)]
+    assert plan.hold == Hold(1, (0, 2))
+
+
+# (description, queue after the blocked 2 x 80 GiB task 1, expected starts). GPU 0 is
+# idle, GPU 1 runs a task until t=500: task 1 starts at 500 on both.
+BACKFILL_CASES = [
+    ("a task that ends before the reserved start backfills on a reserved GPU",
+     [est(2, 1, 40 * GiB, 400)], {2: (0,)}),
+    ("one that would still run then does not", [est(3, 1, 40 * GiB, 600)], {}),
+    ("nor one with no estimate", [est(4, 1, 40 * GiB, None)], {}),
+    ("a short task behind a long one of its shape still passes",
+     [est(5, 1, 40 * GiB, 10_000), est(6, 1, 40 * GiB, 300)], {6: (0,)}),
+    ("... also within one estimate bin (256-512 s)",
+     [est(7, 1, 40 * GiB, 510), est(8, 1, 40 * GiB, 300)], {8: (0,)}),
+    ("two short ones share the idle GPU", [est(9, 1, 40 * GiB, 400), est(10, 1, 40 * GiB, 450)],
+     {9: (0,), 10: (0,)}),
+]
+
+
+@pytest.mark.parametrize("policy", [EASY, CONSERVATIVE])
+@pytest.mark.parametrize(("queue", "expected"), [c[1:] for c in BACKFILL_CASES],
+                         ids=[c[0] for c in BACKFILL_CASES])
+def test_backfill_only_where_it_does_not_delay_the_reservation(policy, queue, expected):
+    devices = [big(0, BIG, tasks=0), big(1, 0)]
+    running = [Running((1,), (BIG,), 500.0)]
+    plan = place([est(1, 2, BIG, 1000), *queue], devices, 0, policy, running=running)
+    assert started(plan) == expected
+    assert plan.reservations[0] == Reservation(1, (0, 1), 500.0)
+
+
+@pytest.mark.parametrize("policy", [EASY, CONSERVATIVE])
+def test_tasks_without_estimates_backfill_where_they_leave_the_reservation_its_memory(policy):
+    # Task 1 needs 60 of 80 GiB on both GPUs at t=500: 20 GiB stay usable for good.
+    devices = [big(0, BIG, tasks=0), big(1, 0)]
+    running = [Running((1,), (BIG,), 500.0)]
+    queue = [est(1, 2, 60 * GiB, 1000), est(2, 1, 20 * GiB, None), est(3, 1, 20 * GiB, None)]
+    plan = place(queue, devices, 0, policy, running=running)
+    assert started(plan) == {2: (0,)}
+
+
+def test_a_reservation_waiting_on_a_task_with_no_estimate_holds_its_gpus():
+    # No known end: the start is unknown, and the task may end any moment, so not even a
+    # one-second task may take the memory the reserved task needs.
+    devices = [big(0, 10 * GiB)]
+    running = [Running((0,), (70 * GiB,), None)]
+    queue = [est(1, 1, 70 * GiB, 100), est(2, 1, 10 * GiB, 1), est(3, 1, 5 * GiB, 1)]
+    for policy in (EASY, CONSERVATIVE):
+        plan = place(queue, devices, 0, policy, now=10.0, running=running)
+        assert plan.reservations == [Reservation(1, (0,), None)]
+        assert started(plan) == {}
+
+
+def test_without_runtimes_easy_holds_like_the_guard():
+    queue = [cand(1, 2, 20 * GiB), cand(2, 1, 6 * GiB), cand(3, 1, 6 * GiB)]
+    devices = [dev(0, 10 * GiB, tasks=1), dev(1, 12 * GiB, tasks=1), dev(2, 8 * GiB, tasks=1)]
+    easy = place(queue, devices, 4, EASY, now=100.0)
+    guard = place(queue, devices, 4, GUARD, now=100.0)
+    assert started(easy) == started(guard) == {2: (2,)}
+    assert easy.hold == guard.hold == Hold(1, (0, 1))
+    assert guard.reservations == [Reservation(1, (0, 1), None)]
+
+
+def test_an_overdue_end_counts_as_now():
+    devices = [big(0, 0)]
+    plan = place([est(1, 1, BIG, 10)], devices, 0, EASY, now=100.0,
+                 running=[Running((0,), (BIG,), 50.0)])
+    assert plan.reservations == [Reservation(1, (0,), 100.0)]
+
+
+def test_conservative_protects_every_blocked_task_easy_only_the_first():
+    # GPU 0: 40 GiB free, a 40 GiB task ends at 100. GPU 1: the same, ending at 1000.
+    devices = [big(0, 40 * GiB), big(1, 40 * GiB)]
+    running = [Running((0,), (40 * GiB,), 100.0), Running((1,), (40 * GiB,), 1000.0)]
+    queue = [est(1, 1, BIG, 1000), est(2, 1, BIG, 100), est(3, 1, 40 * GiB, 5000)]
+    easy = place(queue, devices, 0, EASY, running=running)
+    assert easy.reservations == [Reservation(1, (0,), 100.0)]
+    assert started(easy) == {3: (1,)}  # it delays task 2, which EASY does not protect
+    cons = place(queue, devices, 0, CONSERVATIVE, running=running)
+    assert cons.reservations == [Reservation(1, (0,), 100.0), Reservation(2, (1,), 1000.0)]
+    assert started(cons) == {}
+
+
+def test_conservative_depth_limits_the_reservations():
+    devices = [big(0, 0)]
+    running = [Running((0,), (BIG,), 100.0)]
+    queue = [est(i, 1, BIG, 100) for i in range(1, 6)]
+    plan = place(queue, devices, 0, Policy(backfill="conservative", depth=3), running=running)
+    assert [(r.task_id, r.start) for r in plan.reservations] == [(1, 100), (2, 200), (3, 300)]
+
+
+def test_no_reservation_without_the_guard_or_before_reserve_after():
+    devices = [big(0, 0)]
+    running = [Running((0,), (BIG,), 100.0)]
+    assert place([est(1, 1, BIG, 1)], devices, 0, Policy(starvation_guard=False),
+                 running=running).reservations == []
+    young = Candidate(1, 0, 0.0, 1, BIG, 1.0)
+    assert place([young], devices, 0, Policy(reserve_after=60), now=30.0,
+                 running=running).reservations == []
+
+
+def test_head_of_line_still_says_when_the_head_starts():
+    devices = [big(0, 0), big(1, 40 * GiB)]
+    running = [Running((0,), (BIG,), 100.0)]
+    plan = place([est(1, 1, BIG, 10), est(2, 1, 10 * GiB, 1)], devices, 0,
+                 Policy(head_of_line=True), running=running)
+    assert started(plan) == {} and plan.reservations == [Reservation(1, (0,), 100.0)]
+
+
+def test_running_tasks_on_hidden_gpus_are_ignored():
+    devices = [big(0, 0), big(1, 0)]
+    running = [Running((0,), (BIG,), 100.0), Running((1,), (BIG,), 50.0)]
+    plan = place([est(1, 1, BIG, 10)], devices, 0, EASY, running=running,
+                 visible=frozenset({0}))
+    assert plan.reservations == [Reservation(1, (0,), 100.0)]
+
+
+def test_a_timeline_kept_up_to_date_equals_a_fresh_one():
+    tasks = {1: Running((0,), (10,), 5.0), 2: Running((0, 1), (20, 20), None),
+             3: Running((1,), (30,), 7.0), 4: Running((2,), (5,), 5.0)}
+    kept = Timeline()
+    for key, task in tasks.items():
+        kept.add(key, task)
+    kept.add(3, Running((1,), (30,), 70.0))  # an estimate raised
+    kept.discard(4)
+    kept.discard(99)
+    fresh = Timeline({1: tasks[1], 2: tasks[2], 3: Running((1,), (30,), 70.0)})
+    assert kept.ends == fresh.ends
+    assert {i: ends for i, ends in kept.per_device.items() if ends} == fresh.per_device
+    assert kept.unknown == fresh.unknown == {0: 20, 1: 20}
+    assert len(kept) == 3
+
+
+def test_conservative_reserves_for_the_first_blocked_tasks_of_a_shape_only():
+    queue = WaitQueue(est(i, 1, BIG, 100) for i in range(1, 10_001))
+    queue.add(est(20_000, 1, 10 * GiB, None))
+    devices = [big(0, 10 * GiB), big(1, 0)]
+    running = [Running((0,), (70 * GiB,), 100.0), Running((1,), (BIG,), 150.0)]
+    plan = place(queue, devices, 0, Policy(backfill="conservative", depth=3), running=running)
+    assert [(r.task_id, r.devices, r.start) for r in plan.reservations] == \
+        [(1, (0,), 100.0), (2, (1,), 150.0), (3, (0,), 200.0)]
+    assert started(plan) == {}  # 10 GiB on GPU 0 for good would delay task 3

@@ -1,0 +1,126 @@
+"""The simulator's interface (CSV in, JSON out), its lower bound and its estimate knobs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+SCRIPT = ROOT / "benchmarks" / "simulate.py"
+GiB = 1024
+
+
+def _simulator():
+    spec = importlib.util.spec_from_file_location("meow_simulate_cli", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["meow_simulate_cli"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+sim = _simulator()
+
+TINY = """submit_s,gpus,mem_mib,runtime_s,time_limit_s,priority,name
+0,2,81920,3600,,0,big_1
+10,1,40960,600,1800,0,small_1
+20,1,40960,1200,,1,small_2
+30,2,81920,1800,5400,0,big_2
+40,1,20480,300,,0,tiny_1
+"""
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60)
+
+
+def test_a_csv_trace_in_json_out(tmp_path: Path):
+    trace = tmp_path / "t.csv"
+    trace.write_text(TINY)
+    done = run_cli("--trace", str(trace), "--gpus", "2x80GiB", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert set(out) == {"lower_bound_h", "policies"}
+    assert {"meow", "fifo", "guard", "cattino"} <= set(out["policies"])
+    for result in out["policies"].values():
+        assert set(result) == {"makespan_h", "mean_wait_h", "max_wait_h", "max_wait_big_h",
+                               "gpu_util"}
+        assert result["makespan_h"] >= out["lower_bound_h"] - 1e-9
+        assert 0 < result["gpu_util"] <= 1
+        assert result["max_wait_big_h"] <= result["max_wait_h"]
+    # Whole cards count whole, half cards half, the 20 GiB job a quarter: on 2 GPUs,
+    # (2 x 3600 + 600 / 2 + 1200 / 2 + 2 x 1800 + 300 / 4) / 2 seconds.
+    assert out["lower_bound_h"] == pytest.approx(5887.5 / 3600)
+
+
+def test_the_text_report_and_bad_input(tmp_path: Path):
+    trace = tmp_path / "t.csv"
+    trace.write_text(TINY)
+    done = run_cli("--trace", str(trace), "--gpus", "2x80GiB", "--policies", "meow,fifo")
+    assert done.returncode == 0, done.stderr
+    assert "lower bound" in done.stdout and "meow" in done.stdout and "guard" not in done.stdout
+    bad = tmp_path / "bad.csv"
+    bad.write_text("submit_s,gpus\n0,1\n")
+    done = run_cli("--trace", str(bad), "--gpus", "2x80GiB", "--json")
+    assert done.returncode != 0 and "missing columns" in done.stderr
+    done = run_cli("--trace", str(trace), "--gpus", "1x80GiB", "--json")
+    assert done.returncode != 0 and "more than --gpus offers" in done.stderr
+
+
+def test_a_job_stops_at_its_time_limit():
+    jobs = [sim.Job(0, 0.0, 0, 1, 10 * GiB, 5000.0, time_limit=1000.0)]
+    result = sim.simulate(jobs, [80 * GiB], "meow")
+    assert result.makespan == 1000.0
+    assert sim.lower_bound(jobs, [80 * GiB]) == 1000.0
+
+
+def test_the_lower_bound_counts_cards_that_cannot_be_shared():
+    # Two 50 GiB jobs cannot share an 80 GiB card: one card needs 2 h, not the memory
+    # bound's 1.25 h. Four 20 GiB jobs share it: 1 h of memory-time... and 1 h each.
+    whole = [sim.Job(n, 0.0, 0, 1, 50 * GiB, 3600.0) for n in range(2)]
+    assert sim.lower_bound(whole, [80 * GiB]) == pytest.approx(7200.0)
+    shared = [sim.Job(n, 0.0, 0, 1, 20 * GiB, 3600.0) for n in range(4)]
+    assert sim.lower_bound(shared, [80 * GiB]) == pytest.approx(3600.0)
+    for jobs in (whole, shared):
+        for policy in sim.POLICIES:
+            assert sim.simulate(jobs, [80 * GiB], policy).makespan >= \
+                sim.lower_bound(jobs, [80 * GiB]) - 1e-6
+
+
+def test_later_arrivals_raise_the_bound():
+    jobs = [sim.Job(0, 0.0, 0, 1, 80 * GiB, 100.0), sim.Job(1, 5000.0, 0, 1, 80 * GiB, 100.0)]
+    assert sim.lower_bound(jobs, [80 * GiB]) == pytest.approx(5100.0)
+
+
+def test_estimates_are_seeded_and_follow_the_knobs():
+    _, jobs, _ = sim.mixed_trace()
+    a = sim.make_estimates(jobs, sim.Knobs(seed=3))
+    assert a == sim.make_estimates(jobs, sim.Knobs(seed=3))
+    assert a != sim.make_estimates(jobs, sim.Knobs(seed=4))
+    missing = sum(e is None for e in a.values()) / len(a)
+    assert 0.15 < missing < 0.25  # --no-estimate 0.2
+    for job in jobs:
+        e = a[job.id]
+        if e is not None:
+            assert job.duration / 2 <= e.seconds <= job.duration * 2  # --error 2
+    exact = sim.make_estimates(jobs, sim.Knobs(error=1.0, no_estimate=0.0))
+    assert all(exact[j.id].seconds == pytest.approx(j.duration) for j in jobs)
+    limited = sim.make_estimates(sim.with_limits(jobs, sim.Knobs(limits=3.0)),
+                                 sim.Knobs(limits=3.0))
+    assert all(limited[j.id] == sim.estimates.from_limit(3 * j.duration) for j in jobs)
+
+
+def test_every_policy_runs_every_job_and_respects_the_bound():
+    _, jobs, totals = sim.flood_trace()
+    jobs = jobs[:150]
+    bound = sim.lower_bound(jobs, totals)
+    for knobs in (sim.Knobs(), sim.Knobs(limits=3.0)):
+        for policy in sim.POLICIES:
+            result = sim.simulate(jobs, totals, policy, knobs)
+            assert len(result.waits) == len(jobs)
+            assert result.makespan >= bound - 1e-6
