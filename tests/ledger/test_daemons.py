@@ -79,11 +79,10 @@ def test_ten_queues_forty_tasks_never_overbook(shared: Path):
     """A hold that does not fit fails like a CUDA out-of-memory: every task done means no
     moment had more than the GPU booked."""
     for envs in daemons(shared, 10):
-        task = f"{HOLD} --mib 12000 -- sleep 0.3"
-
         def submit(env: MeowEnv) -> None:
             for i in range(4):
-                env.meow("create", task, "-n", f"t{i}", "-M", "12000")
+                env.meow("create", f"{HOLD} --mib 12000 -- sleep 0.3", "-n", f"t{i}",
+                         "-M", "12000")
 
         threads = [threading.Thread(target=submit, args=(env,)) for env in envs]
         for t in threads:
