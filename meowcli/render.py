@@ -242,6 +242,8 @@ def _lifecycle_lines(task: dict[str, Any], now: float) -> list[str]:
             left = f" ({format_duration(max(0.0, task['deadline'] - now))} left)"
         lines.append(f"  time limit  {format_duration(task['time_limit'])}{left}"
                      + ("; resumable" if task.get("resumable") else ""))
+    if task.get("estimate"):
+        lines.append(f"  estimate    {task['estimate']}")
     if task.get("max_retries"):
         lines.append(f"  retries     {task.get('retries_used', 0)} of {task['max_retries']} used")
     if task.get("end_reason") and task["status"] not in ("waiting", "running"):

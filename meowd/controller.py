@@ -27,6 +27,8 @@ from typing import Any
 from meowd import attempt_files, views
 from meowd.commands import Commands
 from meowd.config import Settings
+from meowd.core import estimates
+from meowd.core.estimates import Estimate
 from meowd.core.index import FAILED_PREDECESSOR, TaskIndex
 from meowd.core.lifecycle import (
     Ending,
@@ -40,7 +42,7 @@ from meowd.core.lifecycle import (
 from meowd.core.models import ACTIVE, Task, TaskStatus
 from meowd.core.paths import Paths
 from meowd.core.reasons import EndReason
-from meowd.core.scheduler import Hold
+from meowd.core.scheduler import Hold, Reservation
 from meowd.core.settings import parse_fake_gpus
 from meowd.core.units import format_mib
 from meowd.creating import Creating
@@ -121,6 +123,33 @@ class Controller(Creating, Commands, Starting, Sampling):
         self.ledger_notes: dict[int, str] = {}
         """Task id -> why the ledger refused its placement (another queue's claim)."""
         self.executors = executors(self._on_exit, self)
+        self.reservations: dict[int, Reservation] = {}
+        """Blocked tasks' GPUs and expected starts, from the last placement pass."""
+        self._runtimes: dict[str, list[float]] = {}
+        self._estimates: dict[int, Estimate | None] = {}
+        self.index.estimate_of = self._estimate_s
+
+    def estimate(self, task: Task) -> Estimate | None:
+        """How long the task should run: its time limit, else similar tasks' history."""
+        if task.id not in self._estimates:
+            self._estimates[task.id] = (
+                estimates.from_limit(task.time_limit) if task.time_limit else
+                estimates.from_keys(lambda k: self._runtimes.get(k, ()),
+                                    estimates.history_keys(task.command, task.name, task.group)))
+        return self._estimates[task.id]
+
+    def _estimate_s(self, task: Task) -> float | None:
+        found = self.estimate(task)
+        return found.seconds if found else None
+
+    def _learn_runtime(self, task: Task, runtime: float) -> None:
+        """A done task's runtime joins the history its successors are estimated from."""
+        for key in estimates.history_keys(task.command, task.name, task.group):
+            runs = self._runtimes.setdefault(key, [])
+            runs.append(runtime)
+            del runs[:-estimates.HISTORY_LENGTH]
+            self.store.record_runtime(key, runtime)
+        self._estimates.clear()  # later estimates see it
 
     def _claims(self, task: Task) -> list[Claim]:
         return [Claim(attempt_key(task.id, task.attempts), d, mib)
@@ -132,6 +161,7 @@ class Controller(Creating, Commands, Starting, Sampling):
 
     # -- startup ---------------------------------------------------------------------------
     async def start(self) -> None:
+        self._runtimes = self.store.runtimes()
         await self.poll_devices()
         self._restore()
 
@@ -287,6 +317,8 @@ class Controller(Creating, Commands, Starting, Sampling):
                 self.store.insert_attempt(a)
             task.exit_code, task.ended_at = code, now
             task.end_reason = str(outcome.reason)
+            if outcome.status is TaskStatus.DONE and run is not None:
+                self._learn_runtime(task, now - run.attempt.started_at)
             if warning:
                 task.warning = f"{task.warning}; {warning}" if task.warning else warning
             if outcome.retry:

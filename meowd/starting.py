@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from meowd.core import estimates
 from meowd.core.lifecycle import StopIntent
 from meowd.core.models import Task, TaskStatus
 from meowd.core.reasons import EndReason
 from meowd.core.scheduler import DeviceView, Placement, Policy, place
+from meowd.core.scheduler import Running as SchedRunning
 from meowd.executors.base import Executor, Handle, Launch
 from meowd.ledger import Claim, attempt_key
 from meowd.store import Attempt
@@ -45,7 +47,8 @@ class Starting:
     def policy(self) -> Policy:
         s = self.settings
         return Policy(starvation_guard=s.starvation_guard, reserve_after=s.reserve_after,
-                      fit=s.placement, head_of_line=s.head_of_line)  # type: ignore[arg-type]
+                      fit=s.placement, head_of_line=s.head_of_line,  # type: ignore[arg-type]
+                      backfill=s.backfill)  # type: ignore[arg-type]
 
     def schedule(self) -> int:
         """One placement pass; returns how many tasks were started."""
@@ -112,9 +115,15 @@ class Starting:
         cpu_busy = sum(1 for i in self.running
                        if self.index[i].min_devices == 0 and self.index[i].executor == "local")
         visible = self.settings.visible_devices
+        now = time.time()
         plan = place(self.index.queue, views_, self.settings.cpu_slots - cpu_busy,
-                     self.policy(), now=time.time(),
-                     visible=None if visible is None else frozenset(visible))
+                     self.policy(), now=now,
+                     visible=None if visible is None else frozenset(visible),
+                     running=self._timeline(now))
+        reservations = {r.task_id: r for r in plan.reservations}
+        if reservations != self.reservations:
+            self.bump(*reservations, *self.reservations)
+            self.reservations = reservations
         if plan.hold != self.hold:
             if plan.hold is not None:
                 held = self.index[plan.hold.task_id]
@@ -123,6 +132,20 @@ class Starting:
             self.bump(everything=True)  # every waiting task's why may name it
         self.hold = plan.hold
         return self._claim(plan.placements, {u.index: u.free for u in usage})
+
+    def _timeline(self, now: float) -> list[SchedRunning]:
+        """Running local GPU tasks with what their ends free and when (estimates)."""
+        used = self.monitor.usage
+        timeline = []
+        for task_id in self.running:
+            task = self.index[task_id]
+            if task.executor != "local" or not task.devices:
+                continue
+            mib = tuple(max(r, used.get(d, {}).get(task_id, 0))
+                        for d, r in zip(task.devices, task.reserved_mib, strict=False))
+            timeline.append(SchedRunning(tuple(task.devices), mib, estimates.expected_end(
+                task.started_at or now, self.estimate(task), now)))
+        return timeline
 
     def _claim(self, placements: list[Placement], free: dict[int, int]) -> list[Placement]:
         """Claim each placement's memory in the machine-wide ledger, atomically against

@@ -23,6 +23,11 @@ def public(c: Controller, task: Task) -> dict[str, Any]:
     data = task.to_wire()
     data["why"] = why_waiting(c, task)
     data["held_for"] = c.hold is not None and c.hold.task_id == task.id
+    estimate = c.estimate(task) if task.status in (TaskStatus.WAITING, TaskStatus.RUNNING) \
+        else None
+    data["estimate"] = estimate.describe() if estimate else None
+    reservation = c.reservations.get(task.id)
+    data["starts_by"] = reservation.start if reservation else None
     hidden = c.secrets_of(task)
     if hidden:
         for key in ("command", "reason", "warning"):
@@ -41,8 +46,12 @@ def why_waiting(c: Controller, task: Task) -> str | None:
     if task.id in c.ledger_notes:  # placed, but another queue's claim came first
         return c.ledger_notes[task.id]
     hold = c.hold
-    if hold is not None and hold.task_id == task.id:
-        gpus = ",".join(map(str, hold.devices))
+    reservation = c.reservations.get(task.id)
+    if reservation is not None:
+        gpus = ",".join(map(str, reservation.devices))
+        if reservation.start is not None:
+            at = time.strftime("%H:%M", time.localtime(reservation.start))
+            return f"starts by ~{at} on GPUs {gpus} (reserved; others backfill around it)"
         return f"GPUs {gpus} held for it until they have room"
     if task.min_devices == 0:
         return f"all {c.settings.cpu_slots} CPU slots busy"

@@ -8,7 +8,7 @@ are done, and says in `Task.dependency` why the others wait.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from meowd.core.errors import BadRequest, NotFound
 from meowd.core.models import ACTIVE, Task, TaskStatus
@@ -31,6 +31,8 @@ class TaskIndex:
         """Waiting tasks of other executors (Slurm) ready to be handed on: their own
         system places them."""
         self.successors: dict[int, set[int]] = {}
+        self.estimate_of: Callable[[Task], float | None] = lambda task: None
+        """Seconds a task is expected to run (its time limit, or its history)."""
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -115,7 +117,8 @@ class TaskIndex:
                 self.remote[task.id] = task
             elif task.id not in self.queue:
                 self.queue.add(Candidate(task.id, task.priority, task.created_at,
-                                         task.min_devices, task.requires_memory_per_device))
+                                         task.min_devices, task.requires_memory_per_device,
+                                         self.estimate_of(task)))
         else:
             self.queue.discard(task.id)
             self.remote.pop(task.id, None)

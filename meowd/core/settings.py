@@ -49,6 +49,7 @@ class Settings:
     slurm_account: str = ""
     slurm_extra: str = ""
     slurm_poll_interval: float = 10.0
+    backfill: str = "easy"
     fairness: str = "fcfs"
 
 
@@ -87,6 +88,10 @@ SETTING_HELP = {
     "slurm_account": "Account for Slurm jobs (empty: the user's default).",
     "slurm_extra": "More sbatch arguments for every job, shell-quoted (e.g. --qos=high).",
     "slurm_poll_interval": "Seconds between squeue calls (one call for all jobs).",
+    "backfill": "How later tasks may pass a blocked one: easy (only where they end before "
+                "its reserved start, or use GPUs it does not need), conservative (never delay "
+                "any of the first blocked tasks), guard (hold GPUs, runtimes ignored), none "
+                "(plain first fit).",
     "fairness": "Between users' queues waiting for the same GPUs: fcfs (first come, first "
                 "served), round_robin (users take turns at equal priority) or equal_share "
                 "(the user holding the fewest GPUs goes first).",
@@ -109,6 +114,7 @@ _CHOICES = {
     "override_exist_tasks": ("forbid", "rename", "allow"),
     "executor": ("local", "slurm"),
     "fairness": ("fcfs", "round_robin", "equal_share"),
+    "backfill": ("easy", "conservative", "guard", "none"),
 }
 
 _OFF = ("none", "off", "")

@@ -16,7 +16,7 @@ SETTINGS = ("fake_gpus, cpu_slots, poll_interval, kill_grace, visible_devices, "
             "cascade_cancel_on_failure, override_exist_tasks, shutdown_on_complete, "
             "hook_timeout, max_attempts, default_time_limit, oom_scale, kill_leftovers, "
             "retention_days, executor, slurm_partition, slurm_account, slurm_extra, "
-            "slurm_poll_interval")
+            "slurm_poll_interval, backfill, fairness")
 
 # (command line, exit status, the stderr line; a line ending in "..." is a prefix)
 BAD_INPUTS = [
