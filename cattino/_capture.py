@@ -66,3 +66,57 @@ def groups_of(task: tasks.AbstractTask) -> list[tasks.TaskGroup]:
         chain.append(group)
         group = group.group
     return chain[::-1]
+
+
+# -- errors in a task file ---------------------------------------------------------------
+def _ours() -> tuple[str, ...]:
+    """Directories whose frames are meow's (and runpy's), never the script author's."""
+    import runpy as runpy_module
+
+    import meowcli
+    import meowd
+
+    dirs = [os.path.dirname(os.path.abspath(m.__file__ or ""))
+            for m in (cattino, meowcli, meowd)]
+    return (*(d + os.sep for d in dirs), os.path.abspath(runpy_module.__file__ or "runpy"))
+
+
+def user_frames(exc: BaseException) -> list[Any]:
+    """The traceback's frames in the user's own files: meow's, runpy's and frozen
+    importlib frames are left out wherever they are."""
+    import traceback
+
+    ours = _ours()
+    return [f for f in traceback.extract_tb(exc.__traceback__)
+            if not f.filename.startswith("<frozen")
+            and not os.path.abspath(f.filename).startswith(ours)]
+
+
+def describe_error(exc: BaseException, script: str) -> tuple[str, str]:
+    """(one line: `file:line: Type: message` at the user's deepest frame, the user-only
+    traceback for --traceback). Paths are shown relative to the current directory."""
+    import traceback
+
+    def where(filename: str, lineno: int | None) -> str:
+        try:
+            shown = os.path.relpath(filename)
+        except ValueError:
+            shown = filename
+        if shown.startswith(".." + os.sep):
+            shown = filename
+        return f"{shown}:{lineno}" if lineno else shown
+
+    message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    frames = user_frames(exc)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        detail = exc.msg
+        if exc.text and exc.text.strip():
+            detail += f": {exc.text.strip()}"
+        line = f"{where(exc.filename, exc.lineno)}: {type(exc).__name__}: {detail}"
+    elif frames:
+        line = f"{where(frames[-1].filename, frames[-1].lineno)}: {message.splitlines()[-1]}"
+    else:
+        line = f"{where(script, None)}: {message.splitlines()[-1]}"
+    trace = "".join(["Traceback (your code only):\n", *traceback.format_list(frames),
+                     *traceback.format_exception_only(type(exc), exc)])
+    return line, trace

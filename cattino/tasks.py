@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 __all__ = [
-    "DeviceRequiredTask", "ProcTask", "Task", "TaskGraph", "TaskGroup", "TaskStatus",
+    "DeviceRequiredTask", "ProcTask", "ResumableTask", "Task", "TaskGraph", "TaskGroup",
+    "TaskStatus",
 ]
 
 _NAME_CHARS = string.ascii_lowercase + string.digits
@@ -146,8 +147,31 @@ class ProcTask(DeviceRequiredTask):
 
     def __init__(self, cmd_or_func: str | Callable[[], Any], env: dict[str, str] | None = None,
                  task_name: str | None = None, priority: int = 1,
-                 requires_memory_per_device: int | float = 0, min_devices: int = 1) -> None:
+                 requires_memory_per_device: int | float = 0, min_devices: int = 1, *,
+                 time_limit: float | str | None = None, max_retries: int | None = None,
+                 resumable: bool = False, executor: str | None = None) -> None:
+        """meow's additions (keyword-only): `time_limit` in seconds or as `2h`/`1d2h`,
+        `max_retries` for failed attempts, `resumable` (requeued on timeout), and
+        `executor` ("local" or "slurm"; a TaskGroup's executor applies to its tasks)."""
         super().__init__(requires_memory_per_device, min_devices, task_name, priority)
+        if isinstance(time_limit, str):
+            from meowd.core.units import parse_duration
+
+            time_limit = parse_duration(time_limit)
+        if time_limit is not None and (isinstance(time_limit, bool)
+                                       or not isinstance(time_limit, int | float)
+                                       or time_limit <= 0):
+            raise ValueError(f"time_limit must be seconds > 0 or a duration such as 2h, "
+                             f"got {time_limit!r}")
+        if max_retries is not None and (isinstance(max_retries, bool)
+                                        or not isinstance(max_retries, int) or max_retries < 0):
+            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        if executor not in (None, "local", "slurm"):
+            raise ValueError(f"executor must be 'local' or 'slurm', got {executor!r}")
+        self.time_limit = None if time_limit is None else float(time_limit)
+        self.max_retries = max_retries
+        self.resumable = resumable or self.resumable
+        self.executor = executor
         if isinstance(cmd_or_func, str):
             if not cmd_or_func.strip():
                 raise ValueError("empty command")
@@ -160,9 +184,19 @@ class ProcTask(DeviceRequiredTask):
         self.cmd = cmd_or_func
         self.env = dict(env or {})
 
+    resumable = False
+
     @property
     def is_callable(self) -> bool:
         return not isinstance(self.cmd, str)
+
+
+class ResumableTask(ProcTask):
+    """A ProcTask that is queued again when its time limit runs out (its run directory
+    kept, up to its retries or 3): save checkpoints, read `cattino.remaining_time()`, and
+    `raise cattino.GracefulTimeout()` to stop cleanly before the limit."""
+
+    resumable = True
 
 
 class TaskGraph:
@@ -212,7 +246,8 @@ class TaskGroup(AbstractTask):
     """
 
     def __init__(self, tasks: AbstractTask | Iterable[AbstractTask] = (),
-                 execute_strategy: Strategy = "parallel", group_name: str | None = None) -> None:
+                 execute_strategy: Strategy = "parallel", group_name: str | None = None,
+                 *, executor: str | None = None) -> None:
         members = [tasks] if isinstance(tasks, AbstractTask) else list(tasks)
         if isinstance(execute_strategy, TaskGraph):
             for node in execute_strategy.nodes:
@@ -240,6 +275,12 @@ class TaskGroup(AbstractTask):
                                  f"{self.fullname!r}")
             seen.add(leaf.fullname)
         self.edges()  # refuses cycles now, not at submission
+        if executor is not None:  # meow: the group's tasks run there unless they say
+            if executor not in ("local", "slurm"):
+                raise ValueError(f"executor must be 'local' or 'slurm', got {executor!r}")
+            for leaf in self.all_tasks:
+                if getattr(leaf, "executor", None) is None:
+                    leaf.executor = executor  # type: ignore[attr-defined]
 
     @classmethod
     def from_name_task_pairs(cls, pairs: Iterable[tuple[str, AbstractTask]],

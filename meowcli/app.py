@@ -1,8 +1,12 @@
-"""The `meow` commands (typer). Thin: parse, call the client, render."""
+"""The `meow` commands (typer). Thin: parse, call the client, render.
+
+Errors are not printed here: they propagate to `run()` at the bottom, which prints one
+line and exits with a status from meowcli/errors.py. Help is plain text (no rich markup,
+so `[a,b]` and `[default: ...]` survive).
+"""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import select
@@ -14,43 +18,49 @@ from typing import Annotated, Any
 import typer
 
 from meowcli import render
-from meowcli.client import NotRunning, connect
-from meowcli.create import CreateArgs
+from meowcli.client import Client, NotRunning, connect
+from meowcli.create import CreateArgs, create_args, memory_warning
 from meowcli.create import create as do_create
+from meowcli.errors import FAILED, USAGE, warn
+from meowcli.options import BY_DEST
 from meowd import __version__
-from meowd.core.errors import MeowError
-from meowd.core.protocol import WaitRequest
-from meowd.core.units import parse_memory_request
+from meowd.core.errors import BadRequest, MeowError, NotFound
 
 app = typer.Typer(
     name="meow",
     help="meow: a GPU-aware local task queue. Queue commands; meowd runs each on free GPUs.",
+    epilog="Exit status: 0 ok, 1 failed or refused, 2 bad usage or value, 130 interrupted; "
+           "`meow watch NAME` exits with the task's own code.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+COMPLETION_TIMEOUT = 1.0
+"""Seconds shell completion waits for meowd's task list before completing nothing."""
+
+
+def complete_task_names(incomplete: str) -> list[str]:
+    """Task fullnames (and group prefixes) from a running meowd; never starts one."""
+    try:
+        with Client(timeout=COMPLETION_TIMEOUT) as client:
+            names = [t["fullname"] for t in client.list()]
+    except (MeowError, OSError):
+        return []
+    groups = {n.rsplit("/", 1)[0] + "/" for n in names if "/" in n}
+    return sorted(n for n in {*names, *groups} if n.startswith(incomplete))
+
+
 NameArg = Annotated[str | None, typer.Argument(
-    help="Task fullname, group, or id; with -A a regex matched against whole fullnames.")]
+    metavar="NAME", autocompletion=complete_task_names, show_default=False,
+    help="Task fullname, group, or id; with -A a regular expression over whole fullnames.")]
 AllOpt = Annotated[bool, typer.Option(
     "-A", "--all", help="NAME is a regular expression; without NAME, every task.")]
-
-
-def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Every failure ends as one line on stderr and a non-zero exit."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except MeowError as exc:
-            typer.echo(f"meow: error: {exc.message}", err=True)
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            raise typer.Exit(130) from None
-    return wrapper
+TaskArg = Annotated[str, typer.Argument(
+    metavar="NAME", autocompletion=complete_task_names, help="Task fullname or id.")]
 
 
 def _version(value: bool) -> None:
@@ -67,90 +77,128 @@ def _main(
     pass
 
 
-def _memory(value: str) -> int | float:
-    try:
-        return parse_memory_request(value)
-    except MeowError as exc:
-        raise typer.BadParameter(exc.message) from None
+# -- create ------------------------------------------------------------------------------------
+def _opt(dest: str) -> Any:
+    """The typer option for a row of the options table (meowcli/options.py)."""
+    o = BY_DEST[dest]
+    return typer.Option(*o.flags, help=o.help_text, metavar=o.metavar, show_default=False)
 
 
 @app.command()
-@handle_errors
 def create(
     input: Annotated[str, typer.Argument(
+        metavar="COMMAND|TASK.py", show_default=False,
         help="The command to run, quoted (\"python train.py\"), or a task file (task.py) "
              "that builds tasks with the Cattino API and calls cattino.export().")],
     args: Annotated[list[str] | None, typer.Argument(
-        help="Arguments after `--`, appended (shell-quoted) to the command.")] = None,
-    task_name: Annotated[str | None, typer.Option(
-        "-n", "--task-name", help="Task name (default: 5 random characters). With several "
-        "tasks: NAME_1, NAME_2...")] = None,
-    priority: Annotated[int | None, typer.Option(
-        "-p", "--priority", help="Higher runs first; ties go to the older task. [default: 0, "
-        "or the task file's]")] = None,
-    requires_memory_per_device: Annotated[str | None, typer.Option(
-        "-M", "--requires-memory-per-device",
-        help="GPU memory per device: MiB (20000, 20GiB) or a ratio in (0,1] of each GPU's "
-             "total. 0: any GPU, nothing reserved. [default: 0, or the task file's]")] = None,
-    min_devices: Annotated[int | None, typer.Option(
-        "-c", "--min-devices", help="GPUs the task needs; 0 runs it without a GPU. "
-        "[default: 1, or the task file's]")] = None,
-    multirun: Annotated[bool, typer.Option(
-        "-m", "--multirun", help="Expand [a,b] and key=[a,b] arguments after -- into one task "
-        "(or one run of the task file) per combination.")] = False,
-    as_group: Annotated[str | None, typer.Option(
-        "-g", "--as-group", help="Put every created task in this group (fullnames "
-        "GROUP/name).")] = None,
-    cwd: Annotated[str | None, typer.Option(
-        "--cwd", help="Working directory (default: the current one).")] = None,
-    enforce_memory: Annotated[bool, typer.Option(
-        "--enforce-memory", help="Stop the task (failed) if it uses more GPU memory than -M. "
-        "Without it, meow only warns.")] = False,
-    secret: Annotated[list[str] | None, typer.Option(
-        "--secret", help="NAME or NAME=VALUE: an environment value the task gets but meow "
-        "never shows or logs (masked as ***). Repeatable.")] = None,
-    as_json: JsonOpt = False,
+        metavar="ARGS", show_default=False,
+        help="Arguments after --, appended (shell-quoted) to the command, or given to the "
+             "task file as sys.argv.")] = None,
+    task_name: Annotated[str | None, _opt("task_name")] = None,
+    priority: Annotated[str | None, _opt("priority")] = None,
+    requires_memory_per_device: Annotated[str | None, _opt("requires_memory_per_device")] = None,
+    min_devices: Annotated[str | None, _opt("min_devices")] = None,
+    multirun: Annotated[bool, _opt("multirun")] = False,
+    as_group: Annotated[str | None, _opt("as_group")] = None,
+    cwd: Annotated[str | None, _opt("cwd")] = None,
+    enforce_memory: Annotated[bool, _opt("enforce_memory")] = False,
+    secrets: Annotated[list[str] | None, _opt("secrets")] = None,
+    time_limit: Annotated[str | None, _opt("time_limit")] = None,
+    max_retries: Annotated[str | None, _opt("max_retries")] = None,
+    resumable: Annotated[bool, _opt("resumable")] = False,
+    after: Annotated[list[str] | None, _opt("after")] = None,
+    executor: Annotated[str | None, _opt("executor")] = None,
+    as_json: Annotated[bool, _opt("json")] = False,
+    traceback: Annotated[bool, _opt("traceback")] = False,
 ) -> None:
-    """Queue a command, or the tasks a Cattino task file exports. The daemon starts in
-    the background if it is not running.
+    """Queue a command, or the tasks a Cattino task file exports.
 
-    Each task runs in the current directory with this shell's environment, with
-    CUDA_VISIBLE_DEVICES set to the GPUs it is placed on. Magic strings ${task_name},
-    ${fullname}, ${fullpath}, ${run_dir} and ${env:VAR} are filled in here.
+    The daemon starts in the background if it is not running. Each task runs in the
+    current directory with this shell's environment, with CUDA_VISIBLE_DEVICES set to
+    the GPUs it is placed on. Magic strings ${task_name}, ${fullname}, ${fullpath},
+    ${run_dir} and ${env:VAR} are filled in here.
 
-    Examples: meow create "python train.py" -M 20GiB -- --lr 0.2;
-    meow create "python train.py" -m -- --lr=[0.1,0.2] --bs [32,64]  (4 tasks);
-    meow create pipeline.py -- --epochs 3  (runs pipeline.py, queues what it exports)
+    \b
+    Examples:
+      meow create "python train.py" -M 20GiB -- --lr 0.2
+      meow create "python train.py" -m -- --lr=[0.1,0.2] --bs [32,64]   (4 tasks)
+      meow create pipeline.py -- --epochs 3   (runs pipeline.py, queues its exports)
     """
-    code = do_create(CreateArgs(
-        input=input, args=list(args or []), task_name=task_name, priority=priority,
-        requires_memory_per_device=None if requires_memory_per_device is None
-        else _memory(requires_memory_per_device),
-        min_devices=min_devices, cwd=cwd, json=as_json, enforce_memory=enforce_memory,
-        multirun=multirun, as_group=as_group, secrets=list(secret or []),
-    ))
-    raise typer.Exit(code)
+    raise typer.Exit(do_create(typer_create_args(locals())))
+
+
+def typer_create_args(params: dict[str, Any]) -> CreateArgs:
+    """What typer parsed for `create`, through the same checks as the fast parser."""
+    values = {dest: params[name] for dest, name in _CREATE_PARAMS.items()}
+    return create_args(params["input"], list(params["args"] or []), values)
+
+
+_CREATE_PARAMS = {o: o for o in BY_DEST} | {"json": "as_json"}
+"""Options-table dest -> parameter name of `create` above."""
+
+
+# -- list and show -----------------------------------------------------------------------------
+def _columns(tasks: list[dict[str, Any]]) -> set[str]:
+    """The attributes tasks have (what --json shows); a static set when there are none."""
+    if tasks:
+        return set().union(*tasks)
+    from dataclasses import fields
+
+    from meowd.core.models import Task
+
+    return {f.name for f in fields(Task)} | {"why", "held_for"}
+
+
+def _select(tasks: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """Tasks named by fullname, group prefix or id, as every other command names them."""
+    chosen: dict[int, dict[str, Any]] = {}
+    for name in names:
+        prefix = name.rstrip("/") + "/"
+        found = [t for t in tasks if t["fullname"] == name] or \
+            [t for t in tasks if t["fullname"].startswith(prefix)] or \
+            [t for t in tasks if name.isdigit() and t["id"] == int(name)]
+        if not found:
+            raise NotFound(f"no task {name!r} (nor a column of that name: `meow list --json` "
+                           "shows every attribute)")
+        chosen.update((t["id"], t) for t in found)
+    return list(chosen.values())
 
 
 @app.command("list")
-@handle_errors
 def list_(
-    attrs: Annotated[list[str] | None, typer.Argument(
-        help="Show these attributes (columns) after the fullname, e.g. `status priority "
-             "devices`; any key of --json works.")] = None,
+    words: Annotated[list[str] | None, typer.Argument(
+        metavar="NAME|ATTR", autocompletion=complete_task_names, show_default=False,
+        help="Tasks to list (fullname, group or id), and/or attributes to show as columns "
+             "after the fullname (status priority devices ...: any key of --json).")] = None,
     filter_: Annotated[str | None, typer.Option(
-        "--filter", help="Only tasks matching, e.g. 'status==running', 'priority>1, "
-        "name~^sweep' (== != > >= < <= ~regex; clauses joined by , or and).")] = None,
+        "--filter", metavar="EXPR",
+        help="Only tasks matching, e.g. 'status==running', 'priority>1, name~^sweep', "
+             "'status==running or status==waiting' (== != > >= < <= ~regex; clauses joined "
+             "by `,`/and, then or).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List tasks: id, name, status, priority, GPUs, memory, peak GPU memory, exit code,
-    times, and a note (why a task waits, or a warning)."""
+    """List tasks, with why each waiting task waits.
+
+    Columns: id, name, status, GPUs, memory, peak, exit code, times, and a note.
+
+    The note says why a task waits (in full: `meow show NAME`), or warns. Starts the
+    daemon if it is not running.
+    """
     from meowcli.filters import parse_filter
 
-    keep = parse_filter(filter_) if filter_ else None
-    with connect() as client:
+    with connect(autostart=True) as client:
         tasks = sorted(client.list(), key=lambda t: t["id"])
-    if keep is not None:
+        degraded = None if as_json else client.ping().get("degraded")
+    if degraded:  # a header no one misses: ends are known but not yet stored
+        typer.echo(f"meow: warning: meowd is degraded: {degraded}; no task starts until "
+                   "they are stored", err=True)
+    columns = _columns(tasks)
+    attrs = [w for w in words or () if w in columns]
+    names = [w for w in words or () if w not in columns]
+    if names:
+        tasks = sorted(_select(tasks, names), key=lambda t: t["id"])
+    if filter_ is not None:
+        keep = parse_filter(filter_, columns)
         tasks = [t for t in tasks if keep(t)]
     if as_json:
         typer.echo(json.dumps(tasks))
@@ -161,17 +209,21 @@ def list_(
 
 
 @app.command()
-@handle_errors
-def show(name: Annotated[str, typer.Argument(help="Task fullname or id.")],
-         as_json: JsonOpt = False) -> None:
-    """Show one task in full: command, environment keys, GPUs, attempts, log paths, events."""
-    with connect() as client:
+def show(name: TaskArg, as_json: JsonOpt = False) -> None:
+    """Show one task in full.
+
+    Why it waits, how long it ran, GPUs, memory peaks, attempts and log paths.
+    """
+    with connect(autostart=True) as client:
         task = client.show(name)
     typer.echo(json.dumps(task) if as_json else render.render_show(task, time.time()))
 
 
+# -- bulk commands -----------------------------------------------------------------------------
 def _bulk(op: str, name: str | None, all_: bool, as_json: bool, **extra: Any) -> None:
-    with connect() as client:
+    if name is None and not all_:
+        raise BadRequest(f"give a task NAME, or -A for every task (meow {op} --help)")
+    with connect(autostart=True) as client:
         result = getattr(client, op)(name, all_, **extra)
     if as_json:
         typer.echo(json.dumps(result))
@@ -182,50 +234,120 @@ def _bulk(op: str, name: str | None, all_: bool, as_json: bool, **extra: Any) ->
         if err:
             typer.echo(err, err=True)
     if not result["success"]:
-        raise typer.Exit(1)
+        raise typer.Exit(FAILED)
 
 
 @app.command()
-@handle_errors
 def kill(name: NameArg = None, all_: AllOpt = False,
          force: Annotated[bool, typer.Option("-f", "--force", help="SIGKILL instead of SIGTERM.")]
          = False, as_json: JsonOpt = False) -> None:
-    """Stop running tasks: SIGTERM to the task's process group (SIGKILL after a grace
-    period, or at once with -f). The task ends as `killed`."""
+    """Stop running tasks (they end as killed).
+
+    SIGTERM to the task's process tree, SIGKILL after kill_grace seconds (or at once with
+    -f).
+    """
     _bulk("kill", name, all_, as_json, force=force)
 
 
 @app.command()
-@handle_errors
 def cancel(name: NameArg = None, all_: AllOpt = False, as_json: JsonOpt = False) -> None:
-    """Cancel waiting tasks (and stop running ones); `meow resume` queues them again."""
+    """Cancel tasks; `meow resume` queues them again.
+
+    A waiting task is cancelled at once; a running one is stopped first.
+    """
     _bulk("cancel", name, all_, as_json)
 
 
 @app.command()
-@handle_errors
 def resume(name: NameArg = None, all_: AllOpt = False, as_json: JsonOpt = False) -> None:
-    """Queue cancelled tasks again."""
+    """Queue cancelled tasks again.
+
+    A failed or killed task is run again with `meow retry NAME`.
+    """
     _bulk("resume", name, all_, as_json)
 
 
 @app.command()
-@handle_errors
+def retry(name: NameArg = None, all_: AllOpt = False, as_json: JsonOpt = False) -> None:
+    """Run failed, timed-out, killed or lost tasks again, as a new attempt.
+
+    The earlier attempts stay in `meow show`. A cancelled task is queued with `meow resume`.
+    """
+    _bulk("retry", name, all_, as_json)
+
+
+@app.command()
+def wait(
+    names: Annotated[list[str] | None, typer.Argument(
+        metavar="NAME...", autocompletion=complete_task_names, show_default=False,
+        help="Tasks (fullname, group or id) to wait for.")] = None,
+    all_: Annotated[bool, typer.Option("-A", "--all", help="Wait for every task.")] = False,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", metavar="SECONDS", help="Give up after this long (exit 124).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Wait until tasks end; exit 0 only if every one is done.
+
+    The daemon answers when the last one ends (no polling). Otherwise the exit status is
+    the first unsuccessful task's exit code (1 if it has none), or 124 on --timeout.
+    `meow wait train && meow create ...` goes on only if train succeeded.
+    """
+    from meowd.core.protocol import WaitRequest
+
+    if not names and not all_:
+        raise BadRequest("wait for what? give task names, or -A for every task "
+                         "(meow wait --help)")
+    if timeout is not None and timeout < 0:
+        raise BadRequest(f"--timeout must be 0 or more seconds, not {timeout:g}")
+    with connect(autostart=True, timeout=None) as client:
+        result = client.call(WaitRequest(targets=tuple(names or ()), all=all_,
+                                          timeout=timeout))
+    tasks = result["tasks"]
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        for t in tasks:
+            code = "" if t["exit_code"] is None else f" (exit {t['exit_code']})"
+            typer.echo(f"{t['fullname']}: {t['status']}{code}")
+    if result["timed_out"]:
+        raise typer.Exit(124)
+    for t in tasks:
+        if t["status"] != "done":
+            raise typer.Exit(t["exit_code"] if t["exit_code"] not in (None, 0) else FAILED)
+
+
+@app.command()
+def usage(name: TaskArg, as_json: JsonOpt = False) -> None:
+    """Each attempt's runtime, peak RSS, CPU time and peak GPU memory per GPU."""
+    from meowd.core.protocol import UsageRequest
+
+    with connect(autostart=True) as client:
+        result = client.call(UsageRequest(name))
+    typer.echo(json.dumps(result) if as_json else render.render_usage(result))
+
+
+@app.command()
 def remove(name: NameArg = None, all_: AllOpt = False, as_json: JsonOpt = False) -> None:
-    """Forget tasks in any status (a running task is killed first). Logs stay on disk."""
+    """Forget tasks in any status; logs stay on disk.
+
+    A running task is killed first.
+    """
     _bulk("remove", name, all_, as_json)
 
 
 @app.command()
-@handle_errors
 def devices(as_json: JsonOpt = False) -> None:
-    """Each GPU: total, used by meow tasks, used by others, reserved, free (MiB)."""
-    with connect() as client:
+    """Show each GPU's memory: meow's, others', reserved, free.
+
+    In MiB: total, used by meow tasks, used by other processes, reserved, free.
+    """
+    with connect(autostart=True) as client:
         result = client.devices()
     typer.echo(json.dumps(result) if as_json else render.render_devices(result))
 
 
-def _follow(path: str, done: Callable[[], bool], first: bool = True) -> None:
+# -- watch -------------------------------------------------------------------------------------
+def _follow(path: str, done: Callable[[], bool]) -> None:
     """Print a file as it grows until `done()`; the first read collapses progress bars."""
     while not os.path.exists(path):
         if done():
@@ -249,17 +371,33 @@ def _follow(path: str, done: Callable[[], bool], first: bool = True) -> None:
                     time.sleep(0.1)
 
 
+def task_exit_status(task: dict[str, Any]) -> int:
+    """What `meow watch` exits with: the task's own exit code (1 when it ended without
+    one, or with one outside 0-255)."""
+    code = task.get("exit_code")
+    if task["status"] == "done":
+        return 0
+    if isinstance(code, int) and 0 < code <= 255:
+        return code
+    return FAILED
+
+
 @app.command()
-@handle_errors
 def watch(
     name: Annotated[str | None, typer.Argument(
+        metavar="NAME", autocompletion=complete_task_names, show_default=False,
         help="Task fullname or id; without one, follow the daemon's log.")] = None,
-    stream: Annotated[str, typer.Option("-s", "--stream", help="stdout or stderr.")] = "stdout",
+    stream: Annotated[str, typer.Option("-s", "--stream", metavar="stdout|stderr",
+                                        help="Which output to follow.")] = "stdout",
 ) -> None:
-    """Follow a task's output; returns when the task ends."""
+    """Follow a task's output; exit with its exit code.
+
+    A waiting task is followed once it starts. `meow watch train && meow create ...`
+    runs the next command only if train succeeded.
+    """
     if stream not in ("stdout", "stderr"):
-        raise MeowError(f"--stream must be stdout or stderr, not {stream!r}")
-    client = connect()
+        raise BadRequest(f"--stream must be stdout or stderr, not {stream!r}")
+    client = connect(autostart=True)
     if name is None:
         _follow(str(client.paths.daemon_log), lambda: False)
         return
@@ -269,7 +407,9 @@ def watch(
         task = client.show(name)
     if not task["attempt_list"]:
         typer.echo(f"meow: {task['fullname']} is {task['status']} and never ran", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(FAILED)
+    from meowd.core.protocol import WaitRequest
+
     path = task["attempt_list"][-1][stream]
     waiter = connect()
     waiter.send(WaitRequest(name))
@@ -282,40 +422,51 @@ def watch(
     typer.echo(f"[meow] {final['fullname']} {final['status']}"
                + (f" (exit {final['exit_code']})" if final["exit_code"] is not None else ""),
                err=True)
+    raise typer.Exit(task_exit_status(final))
 
 
+# -- the daemon --------------------------------------------------------------------------------
 @app.command("run")
 def run_(verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Debug logging.")] = False
-        ) -> None:
-    """Run the daemon in the foreground, logging what it does; Ctrl-C stops it
-    (running tasks keep running and are re-adopted by the next daemon)."""
+         ) -> None:
+    """Run meowd in the foreground, logging; Ctrl-C stops it.
+
+    Running tasks keep running and are re-adopted by the next daemon.
+    """
     try:
-        info = connect(timeout=5).ping()
+        info = Client(timeout=5).connect().ping()
     except MeowError:
         info = None
     if info:
-        typer.echo(f"meow: meowd is already running (pid {info['pid']}); "
-                   "`meow watch` follows its log, `meow exit` stops it", err=True)
-        raise typer.Exit(1)
-    from meowd.main import run_daemon
-
-    raise typer.Exit(run_daemon(verbose))
+        raise MeowError(f"meowd is already running (pid {info['pid']}); `meow watch` follows "
+                        "its log, `meow exit` stops it")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    argv = [sys.executable, "-m", "meowd", *(["-v"] if verbose else [])]
+    os.execv(sys.executable, argv)
 
 
 @app.command("exit")
-@handle_errors
 def exit_(
     kill_tasks: Annotated[bool, typer.Option(
         "--kill", help="Kill running tasks first (default: they keep running).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Stop the daemon. Queued tasks stay queued on disk; running tasks keep running and
-    are re-adopted by the next daemon, unless --kill."""
-    client = connect(timeout=None)
+    """Stop the daemon; tasks stay queued or running.
+
+    The next daemon re-adopts running tasks, unless --kill killed them. Stopping a daemon
+    that is not running is not an error.
+    """
+    try:
+        client = connect(timeout=None)
+    except NotRunning:
+        typer.echo(json.dumps({"running": 0, "stopped": False}) if as_json
+                   else "meowd is not running")
+        return
     result = client.exit(kill_tasks)
     client.wait_closed()
     if as_json:
-        typer.echo(json.dumps(result))
+        typer.echo(json.dumps({**result, "stopped": True}))
     else:
         typer.echo("meowd stopped" + (
             f"; {result['running']} running task(s) "
@@ -323,90 +474,138 @@ def exit_(
 
 
 @app.command("test")
-@handle_errors
-def test_(name: Annotated[str | None, typer.Argument(help="Task fullname or id.")] = None
-          ) -> None:
-    """Check the daemon is up, or whether a task is running."""
+def test_(name: Annotated[str | None, typer.Argument(
+        metavar="NAME", autocompletion=complete_task_names, show_default=False,
+        help="Task fullname or id.")] = None) -> None:
+    """Is the daemon up? With NAME: is that task running?
+
+    Exit status 0 means yes, 1 no.
+    """
     try:
         client = connect(timeout=5)
     except NotRunning as exc:
         typer.echo(exc.message)
-        raise typer.Exit(1) from None
+        raise typer.Exit(FAILED) from None
     with client:
         if name is None:
             info = client.ping()
             typer.echo(f"meowd {info['version']} is running (pid {info['pid']}, "
                        f"devices: {info['backend'] or 'none'})")
+            if info.get("degraded"):
+                typer.echo(f"meow: warning: degraded: {info['degraded']}; no task starts "
+                           "until they are stored", err=True)
             return
         task = client.show(name)
     if task["status"] == "running":
         typer.echo(f"{task['fullname']} is running with PID {task['pid']}")
     else:
         typer.echo(f"{task['fullname']} is not running ({task['status']})")
-        raise typer.Exit(1)
+        raise typer.Exit(FAILED)
 
 
-def _setting_value(text: str) -> Any:
-    """`true`, `3`, `0.5`, `[0, 1]`, or else the text itself (as TOML would read it)."""
-    import tomllib
+# -- set ---------------------------------------------------------------------------------------
+def _set_help() -> str:
+    import textwrap
 
+    from meowd.core.settings import SETTING_HELP
+
+    rows = "\n".join(
+        textwrap.fill(v, 78, initial_indent=f"  {k:<26} ", subsequent_indent=" " * 29)
+        for k, v in SETTING_HELP.items())
+    return (
+        "Change a setting (saved in the config file) or a waiting task.\n\n"
+        "meow set KEY VALUE checks the value (also against this machine's GPUs), applies "
+        "it to the running daemon and saves it; with no daemon running it is only saved. "
+        "meow set NAME.ATTR VALUE changes a task's name, priority, "
+        "requires_memory_per_device or min_devices (the last two while it waits). Values "
+        "are parsed (true, 3, -1, 0.5, [0, 1]), never evaluated.\n\n"
+        "\b\nSettings:\n" + rows + "\n\n"
+        "\b\nExamples:\n  meow set visible_devices [0,1]\n  meow set cpu_slots 4\n"
+        "  meow set train.priority 5"
+    )
+
+
+def _machine_gpus(client: Client | None) -> list[int] | None:
+    """Indices of the GPUs meowd sees; without a daemon, those of configured fake GPUs
+    (None: unknown, e.g. NVML, which only meowd loads)."""
+    if client is not None:
+        result = client.devices()
+        return [d["index"] for d in result["devices"]] if result["backend"] else []
+    from meowcli.configfile import load_settings
+    from meowd.core.paths import resolve_paths
+    from meowd.core.settings import parse_fake_gpus
+
+    spec = load_settings(resolve_paths()).fake_gpus
     try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
+        return list(range(len(parse_fake_gpus(spec)))) if spec else None
+    except BadRequest:
+        return None
 
 
-@app.command("set")
-@handle_errors
+@app.command("set", help=_set_help(),
+             context_settings={"ignore_unknown_options": True})  # `-3` is a value
 def set_(
     key: Annotated[str, typer.Argument(
-        help="A setting (see below), or TASK.ATTR with ATTR one of name, priority, "
-             "requires_memory_per_device, min_devices.")],
-    value: Annotated[str, typer.Argument(help="The new value.")],
+        metavar="KEY|NAME.ATTR", show_default=False,
+        help="A setting (listed below), or a task's NAME.ATTR.")],
+    value: Annotated[str, typer.Argument(
+        metavar="VALUE", show_default=False, help="The new value.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Change a daemon setting (kept in the config file) or a task's attribute.
-
-    Settings: visible_devices [0,1] | starvation_guard true | reserve_after 600 |
-    placement spread/pack/first | head_of_line false | cascade_cancel_on_failure false |
-    override_exist_tasks forbid/rename/allow | shutdown_on_complete false |
-    hook_timeout 300 | max_attempts 10 | cpu_slots N | kill_grace 10 | fake_gpus 4x80GiB.
-    Task attributes change where and when a waiting task runs: meow set train.priority 5.
-    """
-    from meowd.config import Settings, check_setting, save_setting
-    from meowd.core.paths import resolve_paths
-    from meowd.core.units import parse_memory_request
+    from meowd.core.settings import (
+        SETTING_NAMES,
+        check_setting,
+        check_setting_on_machine,
+        parse_setting_value,
+    )
 
     setting = key.replace("-", "_")
-    if setting in Settings.__dataclass_fields__:
-        parsed = _setting_value(value)
+    if setting in SETTING_NAMES:
+        checked = check_setting(setting, parse_setting_value(value))
         try:
-            with connect() as client:
-                result = client.set_setting(setting, parsed)
+            client: Client | None = connect(timeout=60)
         except NotRunning:
-            checked = check_setting(setting, parsed)
+            client = None
+        if client is None:
+            from meowcli.configfile import save_setting
+            from meowd.core.paths import resolve_paths
+
+            note = check_setting_on_machine(setting, checked, _machine_gpus(None))
             path = save_setting(resolve_paths(), setting, checked)
             result = {"key": setting, "value": checked, "config": str(path),
-                      "restart_needed": False}
-        if as_json:
-            typer.echo(json.dumps(result))
+                      "restart_needed": False, "applied": False}
         else:
-            typer.echo(f"{setting} = {json.dumps(result['value'])} (saved in {result['config']})"
+            with client:
+                note = check_setting_on_machine(setting, checked, _machine_gpus(client))
+                result = {**client.set_setting(setting, checked), "applied": True}
+            note = result.get("warning", note)  # a daemon that checks it says it itself
+        if as_json:
+            typer.echo(json.dumps({**result, "warning": note}))
+        else:
+            shown = {"visible_devices": "all", "fake_gpus": "none"}.get(setting, "-") \
+                if result["value"] is None else json.dumps(result["value"])
+            typer.echo(f"{setting} = {shown} (saved in {result['config']}"
+                       + ("" if result["applied"] else "; meowd is not running") + ")"
                        + ("; takes effect when meowd restarts (`meow exit`)"
                           if result["restart_needed"] else ""))
+        if note:
+            warn(note)
         return
     target, dot, attr = key.rpartition(".")
     if not dot or not target:
-        from meowd.core.errors import BadRequest
-
-        raise BadRequest(f"{key!r} is neither a setting nor TASK.ATTR "
-                         f"(settings: {', '.join(Settings.__dataclass_fields__)})")
+        raise BadRequest(f"{key!r} is neither a setting nor NAME.ATTR (settings: "
+                         f"{', '.join(SETTING_NAMES)}; see meow set --help)")
     parsed: Any = value
     if attr in ("priority", "min_devices"):
-        parsed = _setting_value(value)
+        parsed = parse_setting_value(value)
     elif attr == "requires_memory_per_device":
+        from meowd.core.units import parse_memory_request
+
         parsed = parse_memory_request(value)
-    with connect() as client:
+        warning = memory_warning(parsed, attr)
+        if warning:
+            typer.echo(warning, err=True)
+    with connect(autostart=True) as client:
         task = client.set_task(target, attr, parsed)
     if as_json:
         typer.echo(json.dumps(task))
@@ -414,25 +613,33 @@ def set_(
         typer.echo(f"{task['fullname']}.{attr} = {json.dumps(task[attr])}")
 
 
+# -- clean, top --------------------------------------------------------------------------------
 @app.command("clean")
-@handle_errors
 def clean(
     before: Annotated[str | None, typer.Option(
-        "-b", "--before", help="Tasks that ended before this date (YYYY[-MM[-DD[ HH[:MM]]]]; "
-        "a partial date means the end of that period).")] = None,
+        "-b", "--before", metavar="WHEN",
+        help="Tasks that ended before WHEN: a date (YYYY[-MM[-DD[ HH[:MM]]]], a partial date "
+             "means the end of that period), a time back from now (30m, 12h, 7d, 2w), "
+             "today or yesterday.")] = None,
     after: Annotated[str | None, typer.Option(
-        "-a", "--after", help="Tasks that ended after this date.")] = None,
+        "-a", "--after", metavar="WHEN", help="Tasks that ended after WHEN.")] = None,
     all_: Annotated[bool, typer.Option("-A", "--all", help="Every finished task.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Name each task.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Forget finished tasks (done, failed, killed, lost) and delete their logs.
-    Waiting, running and cancelled tasks are never touched."""
+    """Forget finished tasks and delete their logs.
+
+    Finished means done, failed, killed or lost: waiting, running and cancelled tasks
+    are never touched. Example: meow clean -b 7d.
+    """
     from meowcli.timeparse import parse_when
 
-    with connect() as client:
-        result = client.clean(parse_when(before) if before else None,
-                              parse_when(after) if after else None, all_)
+    if before is None and after is None and not all_:
+        raise BadRequest("say which tasks to clean: --before WHEN, --after WHEN or --all")
+    when_before = parse_when(before) if before else None
+    when_after = parse_when(after) if after else None
+    with connect(autostart=True) as client:
+        result = client.clean(when_before, when_after, all_)
     removed = result["removed"]
     if as_json:
         typer.echo(json.dumps(result))
@@ -445,9 +652,11 @@ def clean(
 def top(demo: Annotated[bool, typer.Option(
         "--demo", help="Show made-up data instead of connecting (to try the keys).")] = False,
         ) -> None:
-    """A live monitor: GPUs with their memory split (meow, others, reserved, free), the
-    task tree with why each waiting task waits, and the selected task's log. Keys are
-    listed at the bottom; q quits. Updates are pushed by meowd as they happen."""
+    """A live monitor: GPUs, tasks, logs.
+
+    GPU memory is split into meow tasks, other processes, reserved and free. Keys are
+    listed at the bottom; q quits. meowd pushes every change.
+    """
     from meowcli.top import MeowTop, StaticSource, demo_state
 
     MeowTop(StaticSource(demo_state(time.time())) if demo else None).run()
@@ -459,20 +668,57 @@ def meow_() -> None:
     typer.echo(f"meow {__version__} =^.^=")
 
 
-daemon_app = typer.Typer(help="Run and install the daemon.", no_args_is_help=True)
+# -- completion --------------------------------------------------------------------------------
+SHELLS = ("bash", "zsh", "fish")
+
+
+def _complete_shell(incomplete: str) -> list[str]:
+    return [s for s in SHELLS if s.startswith(incomplete)]
+
+
+@app.command("completion")
+def completion(shell: Annotated[str, typer.Argument(
+        metavar="bash|zsh|fish", show_default=False, help="Your shell.",
+        autocompletion=_complete_shell)],
+        ) -> None:
+    """Print a shell completion script.
+
+    It completes commands, options and task names.
+
+    \b
+    bash: add to ~/.bashrc:   eval "$(meow completion bash)"
+    zsh:  add to ~/.zshrc:    eval "$(meow completion zsh)"   (after compinit)
+    fish: meow completion fish > ~/.config/fish/completions/meow.fish
+
+    Task names come from a running meowd (never started for this), within a second.
+    """
+    if shell not in SHELLS:
+        raise BadRequest(f"no completion for {shell!r}: use one of {', '.join(SHELLS)}")
+    from typer.completion import get_completion_script
+
+    typer.echo(get_completion_script(prog_name="meow", complete_var="_MEOW_COMPLETE",
+                                     shell=shell))
+
+
+# -- systemd -----------------------------------------------------------------------------------
+daemon_app = typer.Typer(help="Install the daemon as a systemd user service.",
+                         no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(daemon_app, name="daemon")
 
 
 @daemon_app.command("install-systemd")
-@handle_errors
 def install_systemd(
     directory: Annotated[str | None, typer.Option(
-        "--dir", help="Where to write the units [default: ~/.config/systemd/user]")] = None,
+        "--dir", metavar="DIR",
+        help="Where to write the units [default: ~/.config/systemd/user]")] = None,
     print_only: Annotated[bool, typer.Option(
         "--print", help="Print the units instead of writing them.")] = False,
 ) -> None:
-    """Write the systemd user units meowd.service (Type=notify, KillMode=process, so
-    tasks survive a restart) and meowd.socket (socket activation) for this meow."""
+    """Write the systemd user units meowd.service and meowd.socket.
+
+    meowd.service is Type=notify with KillMode=process (tasks survive a restart);
+    meowd.socket activates it.
+    """
     import shutil as sh
     from pathlib import Path
 
@@ -496,5 +742,53 @@ def install_systemd(
                "systemctl --user enable --now meowd.socket meowd.service")
 
 
-def run(argv: list[str]) -> None:
-    app(args=argv, prog_name="meow")
+# -- running the app ---------------------------------------------------------------------------
+# click's exception classes, found through a public name: typer vendors click since 0.17,
+# older typers use click itself.
+UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _usage_line(exc: Any, path: str) -> str:
+    import re
+
+    message = exc.format_message().strip().rstrip(".")
+    message = message[:1].lower() + message[1:]
+    message = re.sub(r"\.?\s*\(Possible options: (.*)\)$", r"; did you mean \1?", message)
+    message = re.sub(r"\.?\s*Did you mean (.*)\?$", r"; did you mean \1?", message)
+    ctx = getattr(exc, "ctx", None)
+    return f"{message} (see `{ctx.command_path if ctx is not None else path} --help`)"
+
+
+def run(argv: list[str]) -> int:
+    """Run a command line; every failure ends as one line and a status (errors.py)."""
+    from typer.main import get_command
+
+    from meowcli.errors import report
+
+    command = get_command(app)
+    if os.environ.get("_MEOW_COMPLETE"):  # a shell asks for completions (meow completion)
+        from typer.completion import completion_init
+
+        completion_init()
+    try:
+        code = command.main(args=argv, prog_name="meow", standalone_mode=False)
+    except UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:
+            typer.echo(exc.ctx.get_help())
+            return 0
+        known = argv[:1] and argv[0] in getattr(command, "commands", {})
+        typer.echo(f"meow: error: {_usage_line(exc, 'meow ' + argv[0] if known else 'meow')}",
+                   err=True)
+        return USAGE
+    except ClickException as exc:
+        typer.echo(f"meow: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except typer.Abort:
+        return report(KeyboardInterrupt())
+    except (MeowError, KeyboardInterrupt) as exc:
+        return report(exc)
+    except OSError as exc:  # e.g. a config file that cannot be written
+        typer.echo(f"meow: error: {exc}", err=True)
+        return FAILED
+    return code if isinstance(code, int) else 0

@@ -17,6 +17,7 @@ from meowd.core.protocol import (
     RemoveRequest,
     Request,
     ResumeRequest,
+    RetryRequest,
     Selector,
     SetSettingRequest,
     SetTaskRequest,
@@ -61,6 +62,9 @@ class Client(Connection):
     def resume(self, target: str | None, regex: bool) -> dict[str, Any]:
         return self.call(ResumeRequest(Selector(target, regex)))
 
+    def retry(self, target: str | None, regex: bool) -> dict[str, Any]:
+        return self.call(RetryRequest(Selector(target, regex)))
+
     def remove(self, target: str | None, regex: bool) -> dict[str, Any]:
         return self.call(RemoveRequest(Selector(target, regex)))
 
@@ -80,8 +84,14 @@ class Client(Connection):
         return self.call(CleanRequest(before, after, all))
 
 
-
 def connect(autostart: bool = False, timeout: float | None = 60.0) -> Client:
-    client = open_connection(autostart, timeout, cls=Client)
+    """A connected client; with `autostart`, meowd is started (and that said on stderr)
+    when none runs, else NotRunning."""
+    if autostart:
+        from meowcli.autostart import open_or_start
+
+        client = open_or_start(Client, timeout)
+    else:
+        client = open_connection(False, timeout, cls=Client)
     assert isinstance(client, Client)
     return client

@@ -30,6 +30,10 @@ class NotRunning(MeowError):
     code = "not_running"
 
 
+class ConnectionLost(MeowError):
+    """The daemon went away with a request in flight: it may or may not have applied it."""
+
+
 class Connection:
     def __init__(self, paths: Paths | None = None, timeout: float | None = 60.0) -> None:
         self.paths = paths or resolve_paths()
@@ -94,7 +98,7 @@ class Connection:
         while not self._frames:
             chunk = self._sock.recv(1 << 20)
             if not chunk:
-                raise MeowError("meowd closed the connection")
+                raise ConnectionLost("meowd closed the connection")
             self._frames += self._decoder.feed(chunk)
         message = decode_payload(self._frames.pop(0))
         if message.get("ok"):
@@ -110,7 +114,7 @@ class Connection:
         except TimeoutError:
             raise MeowError(f"meowd did not answer within {self.timeout:.0f} s") from None
         except (BrokenPipeError, ConnectionResetError):
-            raise MeowError("meowd closed the connection") from None
+            raise ConnectionLost("meowd closed the connection") from None
 
 
 _ELSEWHERE = "set MEOW_HOME (or XDG_RUNTIME_DIR) to a directory of your own"

@@ -1,8 +1,10 @@
-"""`meow create`: the hot path. Kept free of typer/rich so it starts fast.
+"""`meow create`: the hot path. Kept free of typer so it starts fast.
 
-`fast_parse` handles the common forms of the command line by hand; anything it is
-unsure of (help, unknown or malformed options) returns None and typer parses instead,
-which gives the same behaviour plus proper help and error messages. Both end in `create`.
+`fast_parse` handles the command line by hand from the options table (meowcli/options.py);
+anything it is unsure of (help, unknown or malformed options) returns None and typer
+parses instead. Both turn what they read into a `CreateArgs` with `create_args`, so a
+value is checked, converted and defaulted in one place, and every task spec is built by
+`task_spec`, whether it comes from one command, a multirun or a task file.
 """
 
 from __future__ import annotations
@@ -10,9 +12,13 @@ from __future__ import annotations
 import os
 import sys
 
+from meowcli.options import BY_DEST, BY_FLAG
 from meowd.core.errors import BadRequest, MeowError
 from meowd.core.framing import PROTOCOL_VERSION
 from meowd.core.units import MemoryRequest, parse_memory_request
+
+SMALL_MIB = 256
+"""`-M` below this many MiB (and not a ratio) is probably GiB typed as MiB: warn."""
 
 
 class CreateArgs:
@@ -23,9 +29,11 @@ class CreateArgs:
         priority: int | None = None, requires_memory_per_device: MemoryRequest | None = None,
         min_devices: int | None = None, cwd: str | None = None, json: bool = False,
         enforce_memory: bool = False, multirun: bool = False, as_group: str | None = None,
-        secrets: list[str] | None = None,
+        secrets: list[str] | None = None, traceback: bool = False,
+        time_limit: float | None = None, max_retries: int | None = None,
+        resumable: bool = False, after: list[str] | None = None, executor: str | None = None,
     ) -> None:
-        # None means "not given": a task file's own values then apply.
+        # None means "not given": a task file's own values, then the table's defaults apply.
         self.input = input
         self.args = args or []
         self.task_name = task_name
@@ -38,6 +46,18 @@ class CreateArgs:
         self.multirun = multirun
         self.as_group = as_group
         self.secrets = secrets or []
+        self.traceback = traceback
+        self.time_limit = time_limit
+        self.max_retries = max_retries
+        self.resumable = resumable
+        self.after = after or []
+        self.executor = executor
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CreateArgs) and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        return f"CreateArgs({vars(self)!r})"
 
     @property
     def simple(self) -> bool:
@@ -50,73 +70,104 @@ def _is_task_file(input: str) -> bool:
     return input.endswith(".py") and os.path.isfile(input)
 
 
-def create_message(args: CreateArgs, cwd: str, env: dict[str, str]) -> dict[str, object]:
-    """The wire form of a CreateRequest, built without importing the typed protocol
-    (tests/unit/test_protocol.py checks it against CreateRequest)."""
-    task = {
-        "command": build_command(args.input, args.args), "name": args.task_name,
-        "priority": args.priority or 0,
-        "min_devices": 1 if args.min_devices is None else args.min_devices,
-        "requires_memory_per_device": args.requires_memory_per_device or 0,
-        "enforce_memory": args.enforce_memory,
-    }
-    return {"v": PROTOCOL_VERSION, "op": "create",
-            "args": {"tasks": [task], "cwd": cwd, "env": env}}
+def _flags(dest: str) -> str:
+    return "/".join(BY_DEST[dest].flags)
 
 
-_VALUE_OPTS = {
-    "-n": "task_name", "--task-name": "task_name",
-    "-p": "priority", "--priority": "priority",
-    "-M": "requires_memory_per_device",
-    "--requires-memory-per-device": "requires_memory_per_device",
-    "-c": "min_devices", "--min-devices": "min_devices",
-    "--cwd": "cwd",
-    "-g": "as_group", "--as-group": "as_group",
-}
+def _whole(dest: str, text: str, minimum: int | None = None) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadRequest(f"{_flags(dest)} must be a whole number, not {text!r}") from None
+    if minimum is not None and value < minimum:
+        raise BadRequest(f"{_flags(dest)} must be {minimum} or more, not {value}")
+    return value
+
+
+def create_args(input: str, args: list[str], values: dict[str, object]) -> CreateArgs:
+    """Check and convert what either parser read: `values` maps each option's dest to
+    its text (value options), bool (flags) or list (repeatable); missing means not given."""
+    def text(dest: str) -> str | None:
+        value = values.get(dest)
+        return None if value is None else str(value)
+
+    priority, min_devices, memory = text("priority"), text("min_devices"), \
+        text("requires_memory_per_device")
+    if memory is not None:
+        try:
+            memory_value: MemoryRequest | None = parse_memory_request(memory)
+        except BadRequest as exc:
+            raise BadRequest(f"-M/--requires-memory-per-device: {exc.message}") from None
+    else:
+        memory_value = None
+    time_limit = text("time_limit")
+    if time_limit is not None:
+        from meowd.core.units import parse_duration
+
+        try:
+            time_limit_s: float | None = parse_duration(time_limit)
+        except BadRequest as exc:
+            raise BadRequest(f"--time-limit: {exc.message}") from None
+    else:
+        time_limit_s = None
+    retries = text("max_retries")
+    executor = text("executor")
+    if executor is not None and executor not in ("local", "slurm"):
+        raise BadRequest(f"--executor must be local or slurm, not {executor!r}")
+    after = [name.strip() for item in values.get("after") or ()  # type: ignore[union-attr]
+             for name in str(item).split(",") if name.strip()]
+    return CreateArgs(
+        input=input, args=list(args), task_name=text("task_name"),
+        time_limit=time_limit_s,
+        max_retries=None if retries is None else _whole("max_retries", retries, 0),
+        resumable=bool(values.get("resumable")), after=after, executor=executor,
+        priority=None if priority is None else _whole("priority", priority),
+        requires_memory_per_device=memory_value,
+        min_devices=None if min_devices is None else _whole("min_devices", min_devices, 0),
+        cwd=text("cwd"), json=bool(values.get("json")),
+        enforce_memory=bool(values.get("enforce_memory")),
+        multirun=bool(values.get("multirun")), as_group=text("as_group"),
+        secrets=[str(s) for s in values.get("secrets") or ()],  # type: ignore[union-attr]
+        traceback=bool(values.get("traceback")),
+    )
 
 
 def fast_parse(argv: list[str]) -> CreateArgs | None:
-    """Parse `create` arguments, or None to let typer do it (help, errors, oddities)."""
-    values: dict[str, str] = {}
+    """Parse `create` arguments, or None to let typer do it (help, usage errors,
+    oddities such as `-nNAME`). Bad values raise BadRequest, as under typer."""
+    values: dict[str, object] = {}
     positional: list[str] = []
-    extra: list[str] = []
-    as_json = enforce = multi = False
     i = 0
     while i < len(argv):
         arg = argv[i]
         if arg == "--":
-            extra = argv[i + 1:]
+            positional += argv[i + 1:]
             break
-        if arg == "--json":
-            as_json = True
-        elif arg == "--enforce-memory":
-            enforce = True
-        elif arg in ("-m", "--multirun"):
-            multi = True
-        elif arg in _VALUE_OPTS:
-            if i + 1 >= len(argv):
+        flag, eq, attached = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        option = BY_FLAG.get(flag)
+        if option is not None and option.kind == "flag":
+            if eq:
                 return None
-            values[_VALUE_OPTS[arg]] = argv[i + 1]
-            i += 1
+            values[option.dest] = True
+        elif option is not None:
+            if not eq:
+                if i + 1 >= len(argv):
+                    return None
+                i += 1
+                attached = argv[i]
+            if option.kind == "list":
+                values.setdefault(option.dest, [])
+                values[option.dest].append(attached)  # type: ignore[union-attr]
+            else:
+                values[option.dest] = attached
         elif arg.startswith("-") and arg != "-":
             return None
         else:
             positional.append(arg)
         i += 1
-    if len(positional) != 1:
+    if not positional:
         return None
-    try:
-        memory = values.get("requires_memory_per_device")
-        return CreateArgs(
-            input=positional[0], args=extra, task_name=values.get("task_name"),
-            priority=int(values["priority"]) if "priority" in values else None,
-            requires_memory_per_device=None if memory is None else parse_memory_request(memory),
-            min_devices=int(values["min_devices"]) if "min_devices" in values else None,
-            cwd=values.get("cwd"), json=as_json, enforce_memory=enforce, multirun=multi,
-            as_group=values.get("as_group"),
-        )
-    except (ValueError, BadRequest):
-        return None
+    return create_args(positional[0], positional[1:], values)
 
 
 def build_command(input: str, args: list[str]) -> str:
@@ -125,33 +176,99 @@ def build_command(input: str, args: list[str]) -> str:
     return " ".join([input, *map(shlex.quote, args)]) if args else input
 
 
+def task_spec(args: CreateArgs, command: str, name: str | None, group: str | None = None, *,
+              priority: int | None = None, min_devices: int | None = None,
+              memory: MemoryRequest | None = None, after: list[int] | None = None,
+              env: dict[str, str] | None = None, time_limit: float | None = None,
+              max_retries: int | None = None, resumable: bool = False,
+              executor: str | None = None) -> dict[str, object]:
+    """The one place a task spec (the wire form of TaskSpec) is built. The command line's
+    options win over a task file's own values (priority=...), which win over the
+    defaults in the options table."""
+    def pick(dest: str, own: object) -> object:
+        given = getattr(args, dest)
+        if given is not None:
+            return given
+        return own if own is not None else BY_DEST[dest].effective
+
+    return {
+        "command": command, "name": name, "group": group,
+        "priority": pick("priority", priority),
+        "min_devices": pick("min_devices", min_devices),
+        "requires_memory_per_device": pick("requires_memory_per_device", memory),
+        "enforce_memory": args.enforce_memory,
+        # --after names existing tasks; a task file's own edges are indices in the request
+        "after": [*(after or []), *args.after], "env": env or {},
+        "time_limit": pick("time_limit", time_limit),
+        "max_retries": pick("max_retries", max_retries),
+        "resumable": args.resumable or resumable,
+        "executor": pick("executor", executor),
+    }
+
+
+def create_message(args: CreateArgs, cwd: str, env: dict[str, str]) -> dict[str, object]:
+    """The wire form of a CreateRequest for one plain command, built without importing
+    the typed protocol (tests/unit/test_protocol.py checks it against CreateRequest)."""
+    task = task_spec(args, build_command(args.input, args.args), args.task_name)
+    return {"v": PROTOCOL_VERSION, "op": "create",
+            "args": {"tasks": [task], "cwd": cwd, "env": env}}
+
+
+def memory_warning(memory: object, flag: str = "-M") -> str | None:
+    """A warning for a memory request that is probably GiB typed as MiB."""
+    if isinstance(memory, int) and not isinstance(memory, bool) and 0 < memory < SMALL_MIB:
+        return (f"meow: warning: {flag} {memory} reserves {memory} MiB per GPU; for GiB "
+                f"write {memory}GiB, for a share of each GPU a ratio such as 0.5")
+    return None
+
+
 def create(args: CreateArgs) -> int:
-    """Ship one command to the daemon (starting it if needed). Returns the exit status."""
-    from meowcli.connection import open_connection
+    """Ship the tasks to the daemon (starting it if needed). Returns the exit status."""
+    from meowcli.autostart import open_or_start
+    from meowcli.connection import ConnectionLost
 
     if args.input.endswith(".py") and " " not in args.input and not os.path.exists(args.input):
         raise BadRequest(f"no task file {args.input} (to run a command, quote it: "
                          f"meow create \"python {args.input}\")")
-    if args.min_devices is not None and args.min_devices < 0:
-        raise BadRequest("--min-devices must be 0 or more")
+    if not args.input.strip():
+        raise BadRequest("empty command")
     cwd = os.path.abspath(args.cwd) if args.cwd else os.getcwd()
     if not os.path.isdir(cwd):
         raise BadRequest(f"--cwd {cwd} is not a directory")
+    warning = memory_warning(args.requires_memory_per_device)
+    if warning:
+        print(warning, file=sys.stderr)
+    if args.multirun:
+        from meowcli.expand import not_lists
+
+        for arg in not_lists(args.args):
+            print(f"meow: warning: {arg!r} is not a multirun list [a,b] (unbalanced "
+                  "brackets?); it is passed on as it is", file=sys.stderr)
     env = _environment(args.secrets)
     if args.simple:
         message = create_message(args, cwd, env)
+        params: list[str] = []
     else:
+        specs, params = _expanded(args)
         message = {"v": PROTOCOL_VERSION, "op": "create",
-                   "args": {"tasks": _expanded(args), "cwd": cwd, "env": env}}
-    with open_connection(autostart=True) as connection:
-        created = connection.call_wire(message)
+                   "args": {"tasks": specs, "cwd": cwd, "env": env}}
+    # A create whose daemon dies in flight is sent once more (to a new daemon); the id makes
+    # a repeat get the first answer, so the tasks exist exactly once either way.
+    message["args"]["request_id"] = os.urandom(12).hex()  # type: ignore[index]
+    try:
+        with open_or_start() as connection:
+            created = connection.call_wire(message)
+    except ConnectionLost:
+        with open_or_start() as connection:
+            created = connection.call_wire(message)
     if args.json:
         import json
 
         print(json.dumps(created))
     else:
-        for task in created:
-            print(f"created {task['fullname']} (id {task['id']})")
+        for n, task in enumerate(created):  # type: ignore[arg-type]
+            extra = f": {params[n]}" if n < len(params) and params[n] else ""
+            print(f"created {task['fullname']} (id {task['id']}){extra}")
     return 0
 
 
@@ -163,6 +280,8 @@ def _environment(secrets: list[str]) -> dict[str, str]:
     names = []
     for item in secrets:
         name, eq, value = item.partition("=")
+        if not name:
+            raise BadRequest(f"--secret {item!r}: give NAME or NAME=VALUE")
         if eq:
             env[name] = os.environ[name] = value  # ${env:NAME} in the command sees it too
         elif name not in env:
@@ -170,27 +289,33 @@ def _environment(secrets: list[str]) -> dict[str, str]:
         names.append(name)
     marked = [n for n in env.get("MEOW_SECRET_KEYS", "").split(",") if n]
     env["MEOW_SECRET_KEYS"] = ",".join(dict.fromkeys(marked + names))
+    os.environ["MEOW_SECRET_KEYS"] = env["MEOW_SECRET_KEYS"]  # expand.resolve refuses them
     return env
 
 
-def _expanded(args: CreateArgs) -> list[dict[str, object]]:
+def _expanded(args: CreateArgs) -> tuple[list[dict[str, object]], list[str]]:
+    """Specs for a multirun, a group, magic strings or a task file, and for a multirun
+    each task's parameters (shown on `created` lines)."""
     from meowcli import expand
-    from meowd.config import load_settings
     from meowd.core.paths import resolve_paths
 
     paths = resolve_paths()
     if _is_task_file(args.input):
+        from meowcli.configfile import load_settings
+
         timeout = load_settings(paths).hook_timeout
-        return expand.taskfile_specs(args, paths.state, timeout)
+        return expand.taskfile_specs(args, paths.state, timeout), []
     return expand.command_specs(args, str(paths.tasks))
 
 
 def fast_main(argv: list[str]) -> int | None:
-    parsed = fast_parse(argv)
-    if parsed is None:
-        return None
+    """`meow create ARGV` without typer, or None to let typer parse it."""
+    from meowcli.errors import report
+
     try:
+        parsed = fast_parse(argv)
+        if parsed is None:
+            return None
         return create(parsed)
-    except MeowError as exc:
-        print(f"meow: error: {exc.message}", file=sys.stderr)
-        return 1
+    except (MeowError, KeyboardInterrupt) as exc:
+        return report(exc)

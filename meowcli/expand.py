@@ -17,8 +17,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from meowd.core.errors import BadRequest
+from meowd.core.errors import BadRequest, MeowError
 from meowd.core.naming import random_name
+
+
+class TaskFileError(MeowError):
+    """A task file that raised, exited or exported nothing usable: the command line was
+    fine, the file was not (exit status 1, not 2)."""
+
+    code = "task_file"
+
 
 _LIST = re.compile(r"^(?P<key>[^=\[\]]+=)?\[(?P<body>.*)\]$", re.DOTALL)
 
@@ -68,7 +76,9 @@ def resolve(text: str, name: str, group: str | None, run_dir: str) -> str:
     from cattino.magics import resolve as resolve_magic
 
     fullname = f"{group}/{name}" if group else name
-    return resolve_magic(text, {"task_name": name, "fullname": fullname, "run_dir": run_dir})
+    secrets = os.environ.get("MEOW_SECRET_KEYS", "").split(",")  # never into a command line
+    return resolve_magic(text, {"task_name": name, "fullname": fullname, "run_dir": run_dir},
+                         secret_names=secrets)
 
 
 def numbered(name: str | None, count: int, n: int) -> str | None:
@@ -78,11 +88,33 @@ def numbered(name: str | None, count: int, n: int) -> str | None:
     return f"{name}_{n + 1}"
 
 
-def command_specs(args: Any, run_dir: str) -> list[dict[str, Any]]:
-    """Specs for a command input: one per multirun combination."""
-    from meowcli.create import build_command
+def not_lists(args: list[str]) -> list[str]:
+    """Arguments that look like a multirun list but are not one (`[1,2`): with -m they
+    are passed on as they are, which is worth a warning."""
+    return [a for a in args if "[" in a and _LIST.match(a) is None]
+
+
+def multirun_params(args: list[str]) -> list[str]:
+    """For each combination of `multirun(args)`, the values that vary, as the user wrote
+    them: `--lr=0.1 --bs 32` for `--lr=[0.1,0.2] --bs [32,64]`."""
+    labels: list[list[str]] = []
+    for n, arg in enumerate(args):
+        match = _LIST.match(arg)
+        if match is None:
+            continue
+        key = match.group("key") or ""
+        flag = args[n - 1] + " " if not key and n and args[n - 1].startswith("-") else ""
+        labels.append([flag + key + value for value in split_params(match.group("body"))])
+    return [" ".join(combo) for combo in itertools.product(*labels)] if labels else [""]
+
+
+def command_specs(args: Any, run_dir: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Specs for a command input, one per multirun combination, and each one's
+    parameters ("" without multirun)."""
+    from meowcli.create import build_command, task_spec
 
     combos = multirun(args.args) if args.multirun else [args.args]
+    params = multirun_params(args.args) if args.multirun else [""]
     specs = []
     for n, combo in enumerate(combos):
         command = build_command(args.input, combo)
@@ -90,14 +122,8 @@ def command_specs(args: Any, run_dir: str) -> list[dict[str, Any]]:
         if "${" in command:
             name = name or random_name()
             command = resolve(command, name, args.as_group, run_dir)
-        specs.append({
-            "command": command, "name": name, "group": args.as_group,
-            "priority": args.priority if args.priority is not None else 0,
-            "min_devices": args.min_devices if args.min_devices is not None else 1,
-            "requires_memory_per_device": args.requires_memory_per_device or 0,
-            "enforce_memory": args.enforce_memory,
-        })
-    return specs
+        specs.append(task_spec(args, command, name, args.as_group))
+    return specs, params
 
 
 # -- task files -------------------------------------------------------------------------------
@@ -114,16 +140,15 @@ def taskfile_specs(args: Any, state_dir: Path, hook_timeout: float) -> list[dict
             objects = run_script(script, combo, seed)
         except SystemExit as exc:
             if exc.code not in (None, 0):
-                raise BadRequest(f"{args.input} exited with {exc.code} while creating tasks") \
+                raise TaskFileError(f"{args.input} exited with {exc.code} while creating tasks") \
                     from None
             objects = []
-        except BadRequest:
+        except MeowError:
             raise
         except Exception as exc:
-            _print_user_traceback(exc, script)
-            raise BadRequest(f"{args.input} raised {type(exc).__name__}: {exc}") from None
+            raise _script_error(exc, script, args.traceback) from None
         if not objects:
-            raise BadRequest(f"{args.input} exported no tasks: call cattino.export(task) in it, "
+            raise TaskFileError(f"{args.input} exported no tasks: call cattino.export(task) in it, "
                              f"or run it as a command: meow create \"python {args.input}\"")
         found = leaves(objects)
         run_dir = None
@@ -139,7 +164,7 @@ def taskfile_specs(args: Any, state_dir: Path, hook_timeout: float) -> list[dict
     names = [(s["group"] or "") + "/" + s["name"] for s in specs]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1).lstrip("/")
-        raise BadRequest(f"task fullname {dup!r} is exported twice (a multirun without "
+        raise TaskFileError(f"task fullname {dup!r} is exported twice (a multirun without "
                          "${task_name} in names? give each task its own name)")
     return specs
 
@@ -161,14 +186,17 @@ def _topological(leaves: list[Any], edges: list[tuple[Any, Any]]) -> list[Any]:
     return order
 
 
-def _print_user_traceback(exc: BaseException, script: str) -> None:
-    """The script's own frames only: meow's and runpy's are noise to its author."""
-    import traceback
+def _script_error(exc: BaseException, script: str, traceback: bool) -> TaskFileError:
+    """One line at the user's own code (`boom.py:2: ValueError: oops`); with --traceback
+    the user's frames (never meow's or runpy's) are printed first."""
+    from cattino._capture import describe_error, user_frames
 
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename != script:
-        tb = tb.tb_next
-    traceback.print_exception(type(exc), exc, tb or exc.__traceback__, file=sys.stderr)
+    line, trace = describe_error(exc, script)
+    if traceback:
+        print(trace, end="", file=sys.stderr)
+    elif len(user_frames(exc)) > 1:
+        line += " (--traceback shows the calls that led there)"
+    return TaskFileError(line)
 
 
 def _needs_runner(leaf: Any) -> bool:
@@ -194,6 +222,7 @@ def _leaf_spec(args: Any, leaf: Any, n: int, run_dir: Path | None, state_dir: Pa
                index: dict[int, int], edges: list[tuple[Any, Any]], count: int,
                groups: list[Any]) -> dict[str, Any]:
     from cattino.tasks import DeviceRequiredTask, ProcTask
+    from meowcli.create import task_spec
 
     name = numbered(args.task_name, count, n) or leaf.name
     group_parts = ([args.as_group] if args.as_group else []) + [g.name for g in groups]
@@ -204,22 +233,20 @@ def _leaf_spec(args: Any, leaf: Any, n: int, run_dir: Path | None, state_dir: Pa
     elif isinstance(leaf, ProcTask):
         command = resolve(leaf.cmd, name, group, str(state_dir / "tasks"))
     else:
-        raise BadRequest(f"{leaf.fullname}: a {type(leaf).__name__} has nothing to run; "
+        raise TaskFileError(f"{leaf.fullname}: a {type(leaf).__name__} has nothing to run; "
                          "use ProcTask (a command or a callable)")
     device = isinstance(leaf, DeviceRequiredTask)
     after = sorted({index[id(u)] for u, v in edges if v is leaf})
-    return {
-        "command": command, "name": name, "group": group,
-        "priority": args.priority if args.priority is not None else leaf.priority,
-        "min_devices": args.min_devices if args.min_devices is not None
-        else (leaf.min_devices if device else 0),
-        "requires_memory_per_device": args.requires_memory_per_device
-        if args.requires_memory_per_device is not None
-        else (leaf.requires_memory_per_device if device else 0),
-        "enforce_memory": args.enforce_memory,
-        "after": after,
-        "env": dict(getattr(leaf, "env", {}) or {}),
-    }
+    return task_spec(
+        args, command, name, group, priority=leaf.priority,
+        min_devices=leaf.min_devices if device else 0,
+        memory=leaf.requires_memory_per_device if device else 0,
+        after=after, env=dict(getattr(leaf, "env", {}) or {}),
+        time_limit=getattr(leaf, "time_limit", None),
+        max_retries=getattr(leaf, "max_retries", None),
+        resumable=bool(getattr(leaf, "resumable", False)),
+        executor=getattr(leaf, "executor", None),
+    )
 
 
 def _snapshot(script: str, argv: list[str], seed: int, leaves_count: int, state_dir: Path,

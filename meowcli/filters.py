@@ -2,26 +2,32 @@
 
     status==running            priority>1           name~^sweep-
     status!=done, priority>=2  task.status == "running" and task.priority > 0
+    status==running or status==waiting
 
-Clauses are joined by `,` or `and` (all must hold). Operators: == != > >= < <= and ~
-(regular expression search). Numbers compare as numbers. Fields are task attributes as
-`meow list --json` shows them; `task.` in front is accepted for Cattino filters. Nothing
-is evaluated as code, here or in the daemon.
+Clauses are joined by `,` or `and` (all must hold) and by `or` (either side holds);
+`and` binds tighter than `or`, as in Python. Operators: == != > >= < <= and ~ (regular
+expression search). Numbers compare as numbers. Fields are task attributes as
+`meow list --json` shows them; `task.` in front is accepted for Cattino filters. Quote a
+value that contains a comma, `and` or `or`. What cannot be parsed is refused with one
+line, never read as a filter that matches nothing. Nothing is evaluated as code, here or
+in the daemon.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from meowd.core.errors import BadRequest
 
 _CLAUSE = re.compile(
     r"^\s*(?:task\.)?(?P<field>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>==|!=|>=|<=|>|<|~)\s*"
-    r"(?P<value>.*?)\s*$"
+    r"(?P<value>.*?)\s*$", re.DOTALL
 )
-_SPLIT = re.compile(r"\s*,\s*|\s+and\s+")
+_WORD = re.compile(r"\s+(and|or)\s+", re.IGNORECASE)
+
+STATUSES = ("waiting", "running", "done", "failed", "cancelled", "killed", "lost")
 
 Predicate = Callable[[dict[str, Any]], bool]
 
@@ -37,16 +43,22 @@ def _number(value: Any) -> float | None:
         return None
 
 
-def _clause(text: str) -> Predicate:
+def _clause(text: str, fields: Collection[str] | None) -> Predicate:
     match = _CLAUSE.match(text)
     if match is None:
-        raise BadRequest(f"bad filter {text!r}: use FIELD OP VALUE, e.g. status==running "
-                         "(OP: == != > >= < <= ~)")
+        raise BadRequest(f"bad filter {text.strip()!r}: use FIELD OP VALUE, e.g. "
+                         "status==running (OP: == != > >= < <= ~), joined by `,`/and/or")
     field, op, raw = match.group("field"), match.group("op"), match.group("value")
     if raw[:1] in ("=", "<", ">", "!", "~"):
-        raise BadRequest(f"bad filter {text!r}: {op}{raw} is not an operator")
+        raise BadRequest(f"bad filter {text.strip()!r}: {op}{raw} is not an operator")
+    if not raw:
+        raise BadRequest(f"bad filter {text.strip()!r}: no value after {op}")
     if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
         raw = raw[1:-1]
+    if fields is not None and field not in fields:
+        raise BadRequest(f"unknown field {field!r} in filter; fields: {', '.join(sorted(fields))}")
+    if field == "status" and op in ("==", "!=") and raw.lower() not in STATUSES:
+        raise BadRequest(f"no status {raw!r}; statuses: {', '.join(STATUSES)}")
     if op == "~":
         try:
             pattern = re.compile(raw)
@@ -73,8 +85,56 @@ def _clause(text: str) -> Predicate:
     return test
 
 
-def parse_filter(text: str) -> Predicate:
-    clauses = [_clause(part) for part in _SPLIT.split(text.strip()) if part]
-    if not clauses:
+def _tokens(text: str) -> list[str]:
+    """Clauses and the joiners `and`/`or` between them (`,` is `and`); quotes protect."""
+    tokens: list[str] = []
+    current: list[str] = []
+    quote = ""
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char in "()":
+            raise BadRequest(f"bad filter {text!r}: parentheses are not supported (and "
+                             "binds tighter than or)")
+        elif char == ",":
+            tokens += ["".join(current), "and"]
+            current = []
+            i += 1
+            continue
+        elif char.isspace():
+            match = _WORD.match(text, i)
+            if match:
+                tokens += ["".join(current), match.group(1).lower()]
+                current = []
+                i = match.end()
+                continue
+        current.append(char)
+        i += 1
+    if quote:
+        raise BadRequest(f"bad filter {text!r}: unclosed quote")
+    tokens.append("".join(current))
+    return tokens
+
+
+def parse_filter(text: str, fields: Collection[str] | None = None) -> Predicate:
+    """A predicate over listed tasks. With `fields` (the attributes tasks have), an
+    unknown field is refused at once rather than when a task is tested."""
+    tokens = _tokens(text.strip())
+    if tokens == [""]:
         raise BadRequest("empty filter")
-    return lambda task: all(clause(task) for clause in clauses)
+    alternatives: list[list[Predicate]] = [[]]
+    for n, token in enumerate(tokens):
+        if n % 2:
+            if token == "or":
+                alternatives.append([])
+            continue
+        if not token.strip():
+            raise BadRequest(f"bad filter {text!r}: a clause is missing around "
+                             f"{'the start' if n == 0 else repr(tokens[n - 1])}")
+        alternatives[-1].append(_clause(token, fields))
+    return lambda task: any(all(c(task) for c in clauses) for clauses in alternatives)

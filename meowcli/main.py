@@ -15,4 +15,4 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(code)
     from meowcli.app import run
 
-    run(argv)
+    sys.exit(run(argv))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -60,7 +61,7 @@ def render_tasks(tasks: list[dict[str, Any]], now: float) -> str:
 
 
 def _peak_gpu(task: dict[str, Any]) -> str:
-    """The most GPU memory the task held on any one of its GPUs."""
+    """The most GPU memory the task (or an attempt) held on any one of its GPUs."""
     peaks = (task.get("usage") or {}).get("gpu_peak_mib") or {}
     return format_mib(max(peaks.values())) if peaks else "-"
 
@@ -122,7 +123,21 @@ def render_devices(result: dict[str, Any]) -> str:
     return f"{header}\n{table}"
 
 
-_PAST = {"kill": "killed", "cancel": "cancelled", "resume": "resumed", "remove": "removed"}
+_PAST = {"kill": "killed", "cancel": "cancelled", "resume": "resumed", "remove": "removed",
+         "retry": "requeued"}
+_RETRY_HINT = re.compile(
+    r"^(?P<name>.+): not cancelled \((?P<status>failed|killed|lost|timeout)\)$")
+
+
+def _retry_hint(op: str, no_op: list[str]) -> str:
+    """After `meow resume` of tasks that ended: the command that runs them again."""
+    ended = [m.group("name") for m in map(_RETRY_HINT.match, no_op if op == "resume" else [])
+             if m]
+    if not ended:
+        return ""
+    if len(ended) == 1:
+        return f"; to run it again: meow retry {ended[0]}"
+    return "\nto run a task that ended again: meow retry NAME"
 
 
 def render_bulk(op: str, result: dict[str, Any]) -> tuple[str, str]:
@@ -131,26 +146,51 @@ def render_bulk(op: str, result: dict[str, Any]) -> tuple[str, str]:
     if result["success"]:
         lines.append(f"{_PAST[op]}: {compact_names(result['success'])}")
     if result["no_op"]:
-        lines.append(f"unchanged: {'; '.join(result['no_op'])}")
+        lines.append(f"unchanged: {'; '.join(result['no_op'])}"
+                     + _retry_hint(op, result["no_op"]))
     if not lines and not result["failure"]:
         lines.append("no tasks matched")
-    failures = [f"meow: {op} failed: {name}: {reason}" for name, reason in result["failure"]]
+    failures = [f"meow: error: {op} {name}: {reason}" for name, reason in result["failure"]]
     return "\n".join(lines), "\n".join(failures)
 
 
+def _status_line(task: dict[str, Any], now: float) -> str:
+    status = task["status"]
+    if status == "waiting":
+        why = task.get("why") or task.get("reason")
+        return f"waiting ({format_duration(now - task['created_at'])} so far)" + (
+            f": {why}" if why else "")
+    if status == "running":
+        return "running" + (f" ({task['reason']})" if task.get("reason") else "")
+    return status + (f" ({task['reason']})" if task.get("reason") else "")
+
+
+def _runtime(task: dict[str, Any], now: float) -> str:
+    if not task.get("started_at"):
+        return "-"
+    if task["ended_at"] is not None:
+        return format_duration(task["ended_at"] - task["started_at"])
+    return f"{format_duration(now - task['started_at'])} so far"
+
+
 def render_show(task: dict[str, Any], now: float) -> str:
+    gpus = (f"{task['min_devices']} x {format_mib(task['requires_memory_per_device'])}"
+            + (f" on {','.join(map(str, task['devices']))}" if task["devices"] else "")
+            if task["min_devices"] else "none (-c 0: runs without a GPU)")
     lines = [
         f"task {task['id']}: {task['fullname']}",
-        f"  status      {task['status']}" + (f" ({task['reason']})" if task["reason"] else ""),
+        f"  status      {_status_line(task, now)}",
         f"  command     {task['command']}",
         f"  cwd         {task['cwd']}",
         f"  priority    {task['priority']}",
-        f"  gpus        {task['min_devices']} x {format_mib(task['requires_memory_per_device'])}"
-        + (f" on {','.join(map(str, task['devices']))}" if task["devices"] else ""),
+        f"  gpus        {gpus}",
         f"  exit code   {'-' if task['exit_code'] is None else task['exit_code']}",
         f"  created     {format_time(task['created_at'])}",
-        f"  started     {format_time(task['started_at'])}",
+        f"  started     {format_time(task['started_at'])}"
+        + (f" (waited {format_duration(task['started_at'] - task['created_at'])})"
+           if task["started_at"] else ""),
         f"  ended       {format_time(task['ended_at'])}",
+        f"  runtime     {_runtime(task, now)}",
         f"  pid         {task.get('pid') or '-'}",
         "  reserved    " + (", ".join(
             f"GPU {i}: {format_mib(m)}" for i, m in zip(task["devices"], task["reserved_mib"],
@@ -163,31 +203,66 @@ def render_show(task: dict[str, Any], now: float) -> str:
         f"  env keys    {len(task['env_keys'])} ({', '.join(task['env_keys'][:8])}"
         + (", ..." if len(task["env_keys"]) > 8 else "") + ")",
     ]
-    for a in task["attempt_list"]:
-        lines.append(
-            f"  attempt {a['n']}   gpus {','.join(map(str, a['devices'])) or '-'}  "
-            f"exit {'-' if a['exit_code'] is None else a['exit_code']}  "
-            f"started {format_time(a['started_at'])}"
-        )
-        lines.append(f"    stdout    {a['stdout']}")
-        lines.append(f"    stderr    {a['stderr']}")
-        if a.get("reason"):
-            lines.append(f"    ended     {a['reason']}")
+    lines += _lifecycle_lines(task, now)
+    if task["attempt_list"]:
+        lines.append("  attempts")
+        lines.append("    " + _table(
+            ("N", "STARTED", "RUNTIME", "EXIT", "REASON", "GPUS", "MEM", "PEAK"),
+            [(str(a["n"]), format_time(a["started_at"]),
+              format_duration((a["ended_at"] or now) - a["started_at"]),
+              "-" if a["exit_code"] is None else str(a["exit_code"]),
+              a.get("end_reason") or ("running" if a["ended_at"] is None else "-"),
+              ",".join(map(str, a["devices"])) or "-",
+              format_mib(a["memory"]) if a.get("memory") is not None else "-",
+              _peak_gpu(a))
+             for a in task["attempt_list"]]).replace("\n", "\n    "))
+        for a in task["attempt_list"]:
+            lines.append(f"    {a['n']}: {a['stdout']}")
+            lines.append(f"    {a['n']}: {a['stderr']}")
+            if a.get("reason"):
+                lines.append(f"    {a['n']}: {a['reason']}")
+    history = task.get("history") or []
+    if history:
+        lines.append("  history     " + "; ".join(
+            f"{format_time(e['ts'])} {e['kind']}" for e in history[-12:]))
     return "\n".join(lines)
 
 
+def _lifecycle_lines(task: dict[str, Any], now: float) -> list[str]:
+    """Time limit, retries and where it runs, where they apply."""
+    lines = []
+    if task.get("time_limit"):
+        left = ""
+        if task.get("deadline") and task["status"] == "running":
+            left = f" ({format_duration(max(0.0, task['deadline'] - now))} left)"
+        lines.append(f"  time limit  {format_duration(task['time_limit'])}{left}"
+                     + ("; resumable" if task.get("resumable") else ""))
+    if task.get("max_retries"):
+        lines.append(f"  retries     {task.get('retries_used', 0)} of {task['max_retries']} used")
+    if task.get("end_reason") and task["status"] not in ("waiting", "running"):
+        lines.append(f"  ended by    {task['end_reason']}")
+    if task.get("executor", "local") != "local":
+        info = task.get("executor_info") or {}
+        lines.append(f"  executor    {task['executor']}" + "".join(
+            f", {k} {v}" for k, v in info.items() if v))
+    return lines
+
+
 def _usage_lines(task: dict[str, Any]) -> list[str]:
+    """Live memory only while the task runs; peaks always."""
     u = task.get("usage") or {}
     gpu = u.get("gpu_mib") or {}
     peak = u.get("gpu_peak_mib") or {}
+    live = task["status"] == "running"
     lines = []
     if gpu or peak:
         lines.append("  gpu memory  " + ", ".join(
-            f"GPU {i}: {format_mib(gpu.get(i, 0))} now, peak {format_mib(p)}"
+            f"GPU {i}: " + (f"{format_mib(gpu.get(i, 0))} now, " if live else "")
+            + f"peak {format_mib(p)}"
             for i, p in sorted(peak.items(), key=lambda kv: int(kv[0]))))
     if u.get("rss_peak_mib") or u.get("cpu_seconds"):
-        lines.append(f"  host        RSS {format_mib(u.get('rss_mib', 0))} now, peak "
-                     f"{format_mib(u.get('rss_peak_mib', 0))}; CPU "
+        now = f"RSS {format_mib(u.get('rss_mib', 0))} now, peak " if live else "peak RSS "
+        lines.append(f"  host        {now}{format_mib(u.get('rss_peak_mib', 0))}; CPU "
                      f"{u.get('cpu_seconds', 0.0):.1f} s")
     return lines
 
@@ -196,3 +271,18 @@ def collapse_progress(text: str) -> str:
     """Keep only the last state of carriage-return progress bars (tqdm)."""
     return "\n".join(line.rsplit("\r", 1)[-1] if "\r" in line.rstrip("\r") else line
                      for line in text.split("\n"))
+
+
+def render_usage(result: dict[str, Any]) -> str:
+    """`meow usage NAME`: per attempt, runtime, peak RSS, CPU time, peak GPU memory."""
+    rows = [(str(a["attempt"]), format_duration(a["runtime_s"]),
+             a["end_reason"] or ("running" if a["ended_at"] is None else "-"),
+             "-" if a["exit_code"] is None else str(a["exit_code"]),
+             format_mib(a["rss_peak_mib"]), f"{a['cpu_seconds']:.1f}",
+             ", ".join(f"GPU {i}: {format_mib(m)}" for i, m in
+                       sorted(a["gpu_peak_mib"].items(), key=lambda kv: int(kv[0]))) or "-")
+            for a in result["attempts"]]
+    if not rows:
+        return f"{result['fullname']}: no attempt yet"
+    return f"{result['fullname']}\n" + _table(
+        ("ATTEMPT", "RUNTIME", "REASON", "EXIT", "PEAK RSS", "CPU S", "PEAK GPU MEMORY"), rows)

@@ -412,6 +412,21 @@ class StaticSource(StateSource):
         app.apply_state(self.state)
 
 
+def merge_state(state: dict[str, Any], pushed: Any) -> dict[str, Any]:
+    """The full state after a push: a full state replaces; a delta ("since") replaces
+    the tasks it carries, drops the removed ones and brings the devices."""
+    if "since" not in pushed:
+        return pushed
+    tasks = {t["id"]: t for t in state.get("tasks", [])}
+    for gone in pushed["removed"]:
+        tasks.pop(gone, None)
+    for task in pushed["tasks"]:
+        tasks[task["id"]] = task
+    return {**state, **{k: v for k, v in pushed.items() if k not in ("tasks", "removed",
+                                                                       "since")},
+            "tasks": sorted(tasks.values(), key=lambda t: t["id"])}
+
+
 class DaemonSource(StateSource):
     """Subscribe to meowd in a background thread; reconnect whenever it goes away."""
 
@@ -439,9 +454,10 @@ class DaemonSource(StateSource):
         while not self._stop.is_set():
             try:
                 self._client = Client(timeout=None).connect()
-                self._client.send(SubscribeRequest())
+                self._client.send(SubscribeRequest(deltas=True))
+                state: dict[str, Any] = {}
                 while not self._stop.is_set():
-                    state = self._client.receive()
+                    state = merge_state(state, self._client.receive())
                     app.call_from_thread(app.apply_state, state)
             except CancelledError:
                 return  # the app shut down while a state was on its way

@@ -13,7 +13,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from meowd.config import RESTART_SETTINGS, check_setting, save_setting
+from meowd.config import (
+    RESTART_SETTINGS,
+    check_setting,
+    check_setting_on_machine,
+    save_setting,
+)
 from meowd.core.errors import Conflict
 from meowd.core.lifecycle import StopIntent
 from meowd.core.models import ACTIVE, RETRYABLE, TERMINAL, Task, TaskStatus
@@ -86,10 +91,7 @@ class Commands:
 
     def resume(self, selector: Selector) -> BulkResult:
         def act(task: Task) -> bool | str:
-            if task.status in RETRYABLE:
-                return f"not cancelled ({task.status}); run it again with: meow retry " \
-                       f"{task.fullname}"
-            if task.status is not TaskStatus.CANCELLED:
+            if task.status is not TaskStatus.CANCELLED:  # the CLI points to `meow retry`
                 return f"not cancelled ({task.status})"
             return self._requeue(task, "resumed")
         return self._bulk(selector, act)
@@ -122,6 +124,10 @@ class Commands:
 
     def set_task(self, task: Task, attr: str, value: Any) -> dict[str, Any]:
         """Change a task at run time (`meow set NAME.ATTR VALUE`), already type-checked."""
+        if task.status not in ACTIVE and task.status is not TaskStatus.CANCELLED \
+                and attr != "name":
+            raise Conflict(f"{task.fullname} has ended ({task.status}); its {attr} matters no "
+                           f"more (meow retry {task.fullname} runs it again)")
         if attr in ("requires_memory_per_device", "min_devices") and \
                 task.status is TaskStatus.RUNNING:
             raise Conflict(f"{task.fullname} is running on GPUs {task.devices}; its {attr} "
@@ -141,16 +147,18 @@ class Commands:
             self.store.update_task(task, "set", f"{attr}={value!r}")
         self.index.requeue_candidate(task)
         self._wake.set()
-        self.bump()
+        self.bump(task.id)
         return task.to_wire()
 
     def set_setting(self, key: str, value: Any) -> dict[str, Any]:
         value = check_setting(key, value)
+        gpus = [d.index for d in self.monitor.devices] if self.backend else []
+        warning = check_setting_on_machine(key, value, gpus)
         setattr(self.settings, key, value)
         path = save_setting(self.paths, key, value)
         self._wake.set()
         return {"key": key, "value": value, "config": str(path),
-                "restart_needed": key in RESTART_SETTINGS}
+                "restart_needed": key in RESTART_SETTINGS, "warning": warning}
 
     def clean(self, before: float | None, after: float | None, everything: bool) -> list[str]:
         """Forget finished tasks that ended in the window, with their logs, events and

@@ -12,6 +12,7 @@ Scheduling is event-driven: submit, exit, resume and device changes set `_wake`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import logging
 import shlex
@@ -89,6 +90,9 @@ class Controller(Creating, Commands, Starting, Sampling):
         self._secrets: dict[str, set[str]] = {}
         """env hash -> its secret values (environments never change once stored)."""
         self.version = 0
+        self._changes: collections.deque[tuple[int, frozenset[int] | None]] = \
+            collections.deque(maxlen=4096)
+        """(version, the task ids it changed, or None for everything): for deltas."""
         self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.on_idle: Callable[[], None] | None = None
         """Called when the last task ends and `shutdown_on_complete` is set."""
@@ -184,12 +188,37 @@ class Controller(Creating, Commands, Starting, Sampling):
         self._wake.set()
 
     # -- change notification (meow top) ----------------------------------------------------
-    def bump(self) -> None:
-        """Something a subscriber shows changed: wake every `changed()` waiter."""
+    def bump(self, *task_ids: int, everything: bool = False) -> None:
+        """Something a subscriber shows changed (these tasks; with none, the devices only;
+        with `everything`, what no one task holds, such as a hold that moved): wake every
+        `changed()` waiter. The change log lets `changes_since` send only deltas."""
         self.version += 1
+        self._changes.append((self.version, None if everything else frozenset(task_ids)))
         if not self._changed.done():
             self._changed.set_result(None)
         self._changed = asyncio.get_running_loop().create_future()
+
+    def changes_since(self, version: int) -> dict[str, Any] | None:
+        """What a subscriber at `version` lacks: the tasks changed since, the ids gone,
+        and the devices; None when it needs the whole state (too old, or a change no
+        single task holds)."""
+        if version >= self.version:
+            return None
+        if not self._changes or self._changes[0][0] > version + 1:
+            return None  # that far back is no longer in the log
+        ids: set[int] = set()
+        for v, changed in self._changes:
+            if v <= version:
+                continue
+            if changed is None:
+                return None
+            ids |= changed
+        live = [self.index[i] for i in sorted(ids) if i in self.index]
+        return {"version": self.version, "since": version,
+                "tasks": [{**views.public(self, t), **views.log_paths(self, t)} for t in live],
+                "removed": sorted(i for i in ids if i not in self.index),
+                "devices": views.devices(self), "cpu_slots": self.settings.cpu_slots,
+                "degraded": self.store.degraded}
 
     async def changed(self) -> None:
         await asyncio.shield(self._changed)
@@ -199,7 +228,7 @@ class Controller(Creating, Commands, Starting, Sampling):
         task.transition(status, reason)
         self.index.status_changed(task)
         self.store.update_task(task, str(status), reason)
-        self.bump()
+        self.bump(task.id)
         if status not in ACTIVE:
             self._release_waiters(task.id)
         if status is not TaskStatus.RUNNING:
@@ -214,7 +243,7 @@ class Controller(Creating, Commands, Starting, Sampling):
                 self._set_status(succ, TaskStatus.CANCELLED,
                                  f"cancelled: {task.fullname} {task.status}")
             elif self.index.sync(succ):
-                self.bump()
+                self.bump(succ.id)
 
     def _finish_plain(self, task: Task, status: TaskStatus, reason: EndReason,
                       text: str | None, code: int | None = None) -> None:
@@ -305,7 +334,7 @@ class Controller(Creating, Commands, Starting, Sampling):
         changed = self.index.remove(task)
         self.store.delete_tasks([task.id])
         self._release_waiters(task.id)
-        self.bump()
+        self.bump(task.id, *(t.id for t in changed))
         if changed:
             self._wake.set()
 

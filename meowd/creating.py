@@ -103,7 +103,7 @@ class Creating:
             self.index.add(task)
             LOG_FILTER.secrets |= self.secrets_of(task)
         self._wake.set()
-        self.bump()
+        self.bump(*(t.id for t in new))
         return answer
 
     def _predecessors(self, spec: TaskSpec) -> list[int]:

@@ -25,13 +25,13 @@ class Sampling:
         roots = local.roots() if isinstance(local, LocalExecutor) else {}
         homes = {str(self.task_home(self.index[t])): t for t in roots if t in self.index}
         changed, trees = await self.monitor.sample(roots, homes)
-        peaks_moved = self._record_usage(trees)
+        moved = self._record_usage(trees)
         if self.store.backlog and self.store.flush():
             self._after_disk_recovered()
         if changed:
             self._wake.set()
-        if changed or peaks_moved:
-            self.bump()  # memory bars and usage move on screen (runtimes tick client-side)
+        if changed or moved:
+            self.bump(*moved)  # memory bars and usage move (runtimes tick client-side)
 
     def _after_disk_recovered(self) -> None:
         log.warning("the state directory has room again: every change is stored")
@@ -45,11 +45,11 @@ class Sampling:
                         "output may be missing above")
         self._lost_output.clear()
         self._wake.set()
-        self.bump()
+        self.bump(everything=True)
 
-    def _record_usage(self, trees: dict[int, Any]) -> bool:
+    def _record_usage(self, trees: dict[int, Any]) -> list[int]:
         """Live and peak usage per running task; warn (or stop) a task over its memory.
-        True when a peak or a warning changed."""
+        Returns the tasks whose peak or warning changed."""
         dirty: dict[int, Task] = {}
         usage = self.monitor.usage
         for task_id, sample in trees.items():
@@ -73,7 +73,7 @@ class Sampling:
             with self.store.transaction():
                 for task in dirty.values():
                     self.store.update_task(task)
-        return bool(dirty)
+        return list(dirty)
 
     def accounting(self) -> list[Usage]:
         reservations: dict[int, dict[int, int]] = {}

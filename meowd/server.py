@@ -310,12 +310,19 @@ class Server:
 
     async def _push(self, request: SubscribeRequest, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter) -> None:
-        """Send the whole state now and after each change, until the client leaves."""
+        """Send the whole state now, then after each change the whole state again or, for
+        a subscriber that asked for deltas, only what changed, until the client leaves."""
         gone = asyncio.ensure_future(reader.read(1))  # any byte or EOF ends the subscription
+        sent: int | None = None  # the version this subscriber has
         try:
             while not gone.done():
                 version = self.controller.version
-                writer.write(encode_frame(ok_reply(self.controller.state())))
+                delta = (self.controller.changes_since(sent)
+                         if request.deltas and sent is not None else None)
+                # A delta when the subscriber asked for them and the log reaches back to
+                # what it has; else the whole state (the first push, or it fell behind).
+                writer.write(encode_frame(ok_reply(delta or self.controller.state())))
+                sent = version
                 await self._drain(writer)
                 await asyncio.sleep(1 / request.max_rate)  # coalesce bursts of changes
                 if self.controller.version == version:

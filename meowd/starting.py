@@ -114,7 +114,7 @@ class Starting:
                 held = self.index[plan.hold.task_id]
                 log.info("holding GPUs %s for task %d %s", plan.hold.devices, held.id,
                          held.fullname)
-            self.bump()
+            self.bump(everything=True)  # every waiting task's why may name it
         self.hold = plan.hold
         return plan.placements
 
@@ -140,7 +140,7 @@ class Starting:
             self._started(task, run.attempt, handle)
         if run.intent is not None:  # stopped while it was being submitted
             run.executor.signal(task.id, signal.SIGTERM)
-        self.bump()
+        self.bump(task.id)
 
     def _background(self, coro: Any) -> None:
         job = asyncio.get_running_loop().create_task(coro)

@@ -371,16 +371,20 @@ class SubscribeRequest(Request):
 
     op: ClassVar[str] = "subscribe"
     max_rate: float = 10.0
+    deltas: bool = False
+    """After the first full state, push only what changed: {"version", "since", "tasks"
+    (changed ones), "removed" (ids), "devices", ...}; a full state (no "since") whenever
+    the subscriber fell behind what the daemon's change log keeps."""
 
     @classmethod
     def from_args(cls, args: dict[str, Any]) -> SubscribeRequest:
         rate = _get(args, "max_rate", (int, float), 10.0)
         if not 0.1 <= rate <= 100:
             raise BadRequest("max_rate must be between 0.1 and 100 updates a second")
-        return cls(float(rate))
+        return cls(float(rate), _get(args, "deltas", bool, False))
 
     def to_args(self) -> dict[str, Any]:
-        return {"max_rate": self.max_rate}
+        return {"max_rate": self.max_rate, "deltas": self.deltas}
 
 
 SETTABLE_ATTRS = ("name", "priority", "requires_memory_per_device", "min_devices")

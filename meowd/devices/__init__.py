@@ -6,11 +6,14 @@ frozen views. Only `meowd/devices/nvml.py` imports pynvml.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from meowd.config import Settings
+from meowd.core.errors import BadRequest
 from meowd.core.paths import Paths
+from meowd.core.settings import DEFAULT_FAKE_GPUS, Settings, parse_fake_gpus
 
 
 @dataclass(frozen=True)
@@ -42,17 +45,31 @@ class DeviceBackend(Protocol):
 
 
 NO_GPU_HINT = (
-    "no GPUs are visible to meow (no NVML, no fake GPUs); use -c 0 for a task without GPUs, "
-    "or simulate GPUs: MEOW_FAKE_GPUS=4x80GiB meow run"
+    "no GPUs are visible to meow (NVML found none, no fake GPUs): use -c 0 for a task "
+    f"without GPUs, or simulate GPUs: `meow set fake_gpus {DEFAULT_FAKE_GPUS}; meow exit` "
+    f"(the next meow command starts meowd with them; or MEOW_FAKE_GPUS={DEFAULT_FAKE_GPUS} "
+    "meow run)"
 )
+"""Said by a running meowd: the hint names what to do next, not how to start a daemon."""
 
 
-def open_backend(settings: Settings, paths: Paths) -> DeviceBackend | None:
-    """Fake GPUs when configured, else NVML when it works, else None (CPU-only tasks)."""
+def open_backend(settings: Settings, paths: Paths,
+                 environ: Mapping[str, str] | None = None) -> DeviceBackend | None:
+    """Fake GPUs when configured (MEOW_FAKE_GPUS or the fake_gpus setting), else NVML when
+    it works, else None: only tasks without GPUs (-c 0) run, GPU tasks are refused with
+    NO_GPU_HINT. (A first `meow` command on a machine without an NVIDIA driver writes
+    fake_gpus into that home's config, so it lands in the first branch.)"""
     if settings.fake_gpus:
-        from meowd.devices.fake import FakeBackend, parse_fake_spec
+        from meowd.devices.fake import FakeBackend
 
-        return FakeBackend(parse_fake_spec(settings.fake_gpus), paths.fake_gpu_holds)
+        env = os.environ if environ is None else environ
+        source = ("MEOW_FAKE_GPUS" if env.get("MEOW_FAKE_GPUS") == settings.fake_gpus
+                  else "the fake_gpus setting")
+        try:
+            totals = parse_fake_gpus(settings.fake_gpus)
+        except BadRequest as exc:
+            raise BadRequest(f"{source}: {exc.message}") from None
+        return FakeBackend(totals, paths.fake_gpu_holds)
     from meowd.devices.nvml import NvmlBackend
 
     return NvmlBackend.open()

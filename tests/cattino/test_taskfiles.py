@@ -242,7 +242,7 @@ def test_set_changes_where_and_when_a_waiting_task_runs(meow_env: MeowEnv, tmp_p
     meow_env.meow("set", "w.requires_memory_per_device", "4000")
     assert len(meow_env.wait_status("w", "running")["devices"]) == 1
     bad = meow_env.meow("set", "w.command", "rm -rf /", check=False)
-    assert bad.returncode == 1 and "cannot set 'command'" in bad.stderr
+    assert bad.returncode == 2 and "cannot set 'command'" in bad.stderr
     meow_env.kill_leftovers()
 
 
@@ -283,10 +283,10 @@ def test_override_rename_filter_attrs_and_clean(meow_env: MeowEnv):
     cattino_style = meow_env.meow("list", "--filter", "task.status == 'failed'", "--json")
     assert [t["fullname"] for t in json.loads(cattino_style.stdout)] == ["bad"]
     bad_filter = meow_env.meow("list", "--filter", "status=", check=False)
-    assert bad_filter.returncode == 1 and "bad filter" in bad_filter.stderr
+    assert bad_filter.returncode == 2 and "bad filter" in bad_filter.stderr
     assert meow_env.meow("clean", "--all", "-v").stdout.startswith("cleaned 3 task(s)")
     assert meow_env.tasks() == {}
-    assert meow_env.meow("clean", check=False).returncode == 1
+    assert meow_env.meow("clean", check=False).returncode == 2
 
 
 def test_override_allow_replaces_and_shutdown_on_complete_exits(meow_env: MeowEnv):
@@ -303,20 +303,55 @@ def test_override_allow_replaces_and_shutdown_on_complete_exits(meow_env: MeowEn
     assert meow_env.daemon.wait(20) == 0  # the daemon left by itself once idle
 
 
+TASK_FILE_MISTAKES = [
+    # (file, source, exit status, the one line on stderr)
+    ("plain.py", "print('I export nothing')\n", 1,
+     'meow: error: plain.py exported no tasks: call cattino.export(task) in it, or run it as '
+     'a command: meow create "python plain.py"'),
+    ("boom.py", "import cattino\nraise ValueError('oops')\n", 1,
+     "meow: error: boom.py:2: ValueError: oops"),
+    ("syntax.py", "import cattino\nx = = 1\n", 1,
+     "meow: error: syntax.py:2: SyntaxError: invalid syntax: x = = 1"),
+    ("notatask.py", "import cattino\ncattino.export('not a task')\n", 1,
+     "meow: error: notatask.py:2: TypeError: cattino.export() takes a Task or TaskGroup, "
+     "got 'not a task'"),
+    ("negative.py", "from cattino.tasks import ProcTask\nProcTask('true', min_devices=-2)\n", 1,
+     "meow: error: negative.py:2: ValueError: min_devices must be an int >= 0, got -2"),
+    ("dupgroup.py", "from cattino.tasks import ProcTask, TaskGroup\n"
+     "TaskGroup([ProcTask('a', task_name='x'), ProcTask('b', task_name='x')], group_name='g')\n",
+     1, "meow: error: dupgroup.py:2: ValueError: duplicate task fullname 'g/x' in group 'g'"),
+    ("deep.py", "import helper\nhelper.work()\n", 1,
+     "meow: error: helper.py:2: KeyError: 'lr' (--traceback shows the calls that led there)"),
+    ("exits.py", "import sys\nsys.exit(3)\n", 1,
+     "meow: error: exits.py exited with 3 while creating tasks"),
+    ("missing.py", None, 2,
+     'meow: error: no task file missing.py (to run a command, quote it: meow create '
+     '"python missing.py")'),
+]
+
+
 def test_task_file_mistakes_get_one_clear_line(meow_env: MeowEnv, tmp_path: Path):
-    write(tmp_path / "plain.py", "print('I export nothing')\n")
-    write(tmp_path / "boom.py", "import cattino\nraise ValueError('oops')\n")
-    cases = {
-        "plain.py": 'exported no tasks: call cattino.export(task) in it, or run it as a '
-                    'command: meow create "python plain.py"',
-        "boom.py": "boom.py raised ValueError: oops",
-        "missing.py": "no task file missing.py",
-    }
-    for script, message in cases.items():
+    write(tmp_path / "helper.py", "def work():\n    return {}['lr']\n")
+    for script, source, status, line in TASK_FILE_MISTAKES:
+        if source is not None:
+            write(tmp_path / script, source)
         result = meow_env.meow("create", script, cwd=str(tmp_path), check=False)
-        assert result.returncode == 1
-        assert result.stderr.strip().splitlines()[-1].endswith(message) or \
-            message in result.stderr.strip().splitlines()[-1]
-    boom = meow_env.meow("create", "boom.py", cwd=str(tmp_path), check=False).stderr
-    assert 'File "' + str(tmp_path / "boom.py") in boom and "_capture.py" not in boom
+        assert (result.returncode, result.stderr) == (status, line + "\n"), script
     assert meow_env.tasks() == {}
+
+
+def test_traceback_shows_only_the_users_frames(meow_env: MeowEnv, tmp_path: Path):
+    write(tmp_path / "helper.py", "def work():\n    return {}['lr']\n")
+    write(tmp_path / "deep.py", "import cattino\nimport helper\nhelper.work()\n")
+    result = meow_env.meow("create", "deep.py", "--traceback", cwd=str(tmp_path), check=False)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip(" ~^")]  # no carets
+    assert lines == [
+        "Traceback (your code only):",
+        f'  File "{tmp_path / "deep.py"}", line 3, in <module>',
+        "    helper.work()",
+        f'  File "{tmp_path / "helper.py"}", line 2, in work',
+        "    return {}['lr']",
+        "KeyError: 'lr'",
+        "meow: error: helper.py:2: KeyError: 'lr'",
+    ]

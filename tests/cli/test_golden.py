@@ -78,8 +78,12 @@ def test_bulk():
 def test_show():
     detail = {**TASKS[3], "task_home": "/state/tasks/4", "env_keys": ["HOME", "PATH"], "pid": None,
               "attempt_list": [{"n": 1, "devices": [1], "exit_code": 3, "started_at": T0 + 4,
+                                "ended_at": T0 + 64, "end_reason": "exit", "memory": 20000,
+                                "reason": "exit code 3",
+                                "usage": {"gpu_peak_mib": {"1": 4096}},
                                 "stdout": "/state/tasks/4/attempt-1.stdout.log",
                                 "stderr": "/state/tasks/4/attempt-1.stderr.log"}],
+              "end_reason": "exit",
               "reason": "exit code 3", "depends_on_names": ["prep"],
               "usage": {"gpu_mib": {}, "gpu_peak_mib": {"1": 4096}, "rss_mib": 0,
                         "rss_peak_mib": 2048, "cpu_seconds": 12.25}}
@@ -89,3 +93,42 @@ def test_show():
 def test_collapse_progress():
     assert render.collapse_progress("a\n 10%|#  | 1/10\r 50%|### | 5/10\r100%|####| 10/10\nb") \
         == "a\n100%|####| 10/10\nb"
+
+
+def test_show_waiting_says_why_and_how_long():
+    detail = {**TASKS[1], "task_home": "/state/tasks/2", "env_keys": [], "pid": None,
+              "attempt_list": [], "why": "no 1 GPU(s) with 50% free; GPUs 0,1 held for train"}
+    text = render.render_show(detail, now=T0 + 200)
+    check("show_waiting.txt", text)
+    assert "waiting (3m18s so far): no 1 GPU(s) with 50% free; GPUs 0,1 held for train" in text
+
+
+def test_show_running_has_live_and_peak_memory():
+    detail = {**TASKS[0], "task_home": "/state/tasks/1", "env_keys": ["PATH"], "pid": 4242,
+              "reserved_mib": [20000, 20000], "attempt_list": []}
+    text = render.render_show(detail, now=T0 + 100)
+    check("show_running.txt", text)
+    assert "runtime     1m30s so far" in text and "18000MiB now, peak 21000MiB" in text
+
+
+def test_show_finished_has_peaks_not_live_memory():
+    text = render.render_show({**TASKS[3], "task_home": "/t", "env_keys": [], "attempt_list": [],
+                               "usage": {"gpu_mib": {"1": 0}, "gpu_peak_mib": {"1": 4096},
+                                         "rss_mib": 11, "rss_peak_mib": 2048,
+                                         "cpu_seconds": 1.0}}, now=T0 + 100)
+    assert "now" not in text
+    assert "GPU 1: peak 4GiB" in text and "peak RSS 2GiB" in text
+    assert "runtime     1m06s" in text
+
+
+def test_resume_of_a_failed_task_points_to_retry():
+    out, _ = render.render_bulk("resume", {"success": [], "failure": [],
+                                           "no_op": ["x: not cancelled (failed)",
+                                                     "y: not cancelled (running)"]})
+    assert out == ("unchanged: x: not cancelled (failed); y: not cancelled (running); to run "
+                   "it again: meow retry x")
+    out, _ = render.render_bulk("resume", {"success": [], "failure": [],
+                                           "no_op": ["x: not cancelled (failed)",
+                                                     "y: not cancelled (killed)"]})
+    assert out == ("unchanged: x: not cancelled (failed); y: not cancelled (killed)\n"
+                   "to run a task that ended again: meow retry NAME")

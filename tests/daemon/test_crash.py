@@ -11,8 +11,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from meowd.core.errors import Conflict, MeowError
-from meowd.core.protocol import TaskSpec
+from meowd.core.errors import MeowError
+from meowd.core.protocol import CreateRequest, TaskSpec
 from tests.conftest import MeowEnv, wait_for
 
 TASKS = 200
@@ -27,18 +27,18 @@ def test_kill9_in_a_loop_loses_and_repeats_nothing(meow_env: MeowEnv, tmp_path: 
     def submit() -> None:
         names = [f"t{i:03d}" for i in range(TASKS)]
         batches = [names[i:i + 5] for i in range(0, TASKS, 5)]
-        for batch in batches:
+        for b, batch in enumerate(batches):
             specs = [TaskSpec(f"echo $MEOW_TASK_NAME >> {ran}; sleep 0.{random.randrange(10)}",
                               name=n, min_devices=0) for n in batch]
+            # One id per batch, sent again after every failure: a daemon that died after
+            # committing but before answering gives the first answer, never a conflict.
+            request = CreateRequest(tuple(specs), str(tmp_path), {"PATH": "/usr/bin:/bin"},
+                                    request_id=f"crash-batch-{b:04d}")
             while True:
                 try:
                     with meow_env.client() as client:
-                        client.create(specs, str(tmp_path), {"PATH": "/usr/bin:/bin"})
-                    acked.update(batch)
-                    break
-                except Conflict:
-                    # The daemon died after committing but before answering: the batch
-                    # is in (creates are atomic). Only the ack was lost.
+                        created = client.call(request)
+                    assert [t["fullname"] for t in created] == batch
                     acked.update(batch)
                     break
                 except (MeowError, OSError):

@@ -182,7 +182,7 @@ async def test_retry_and_resume_say_what_fits(ctl: Controller):
     t = task(ctl, "f")
     ctl.scripted.end(t.id, Exit(2))  # type: ignore[attr-defined]
     resumed = ctl.resume(Selector("f"))
-    assert "meow retry f" in resumed.no_op[0]
+    assert resumed.no_op == ["f: not cancelled (failed)"]
     assert ctl.retry(Selector("f")).success == ["f"]
     assert t.status == "waiting"
 

@@ -147,6 +147,8 @@ def test_a_task_that_ends_on_a_full_disk_is_recorded_once_there_is_room(
     degraded = wait_for(lambda: (p := _ping(meow_home)).get("degraded") and p, timeout=20,
                         what="meowd to report the full disk")
     assert "not yet stored" in degraded["degraded"]
+    assert "meowd is degraded" in meow_home.meow("list").stderr
+    assert "degraded" in meow_home.meow("test").stderr
     refused = meow_home.meow("create", "true", "-n", "meanwhile", "-c", "0", check=False)
     assert refused.returncode != 0 and "cannot write its state" in refused.stderr
     filler.unlink()

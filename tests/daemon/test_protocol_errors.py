@@ -139,7 +139,8 @@ def test_other_uid_is_refused(meow_env: MeowEnv):
 
 def test_secret_env_values_are_never_shown_or_logged(meow_env: MeowEnv, tmp_path: Path):
     value = "s3cr3t-T0KEN-value"
-    meow_env.meow("create", "echo ${env:API_TOKEN} > used; printf %s \"$API_TOKEN\" >> used; "
+    # the shell's $API_TOKEN, not ${env:API_TOKEN}: a secret never goes into a command line
+    meow_env.meow("create", "echo \"$API_TOKEN\" > used; printf %s \"$API_TOKEN\" >> used; "
                   "echo \"note: $API_TOKEN\" > \"$MEOW_NOTE_FILE\"; exit 3",
                   "-n", "sec", "-c", "0", "--secret", f"API_TOKEN={value}", cwd=str(tmp_path))
     task = meow_env.wait_status("sec", "failed")
@@ -148,7 +149,6 @@ def test_secret_env_values_are_never_shown_or_logged(meow_env: MeowEnv, tmp_path
              (["list"], ["list", "--json"], ["show", "sec"], ["show", "sec", "--json"])]
     assert all(value not in out for out in shown)
     assert task["reason"] == "note: *** (exit code 3)"
-    assert task["command"].startswith("echo *** > used")
     meow_env.stop()  # flush the daemon log
     # Everything meowd wrote (its log above all); not the task's own files (tasks/) nor
     # the database, which must keep the value to run the task after a restart.

@@ -40,13 +40,11 @@ def test_resolve_refuses_a_secret_reached_indirectly(monkeypatch):
         resolve("echo ${env:WHICH}", {}, secret_names=["TOKEN"])
 
 
-@pytest.mark.xfail(strict=True, reason="the call to magics.resolve with secret_names in "
-                   "meowcli/expand.py is the lead's to add (see the issue 11 report)")
 def test_meow_create_refuses_a_secret_in_the_command(meow_env: MeowEnv, tmp_path):
     value = "s3cr3t-T0KEN-value"
     result = meow_env.meow("create", "echo ${env:API_TOKEN}", "-n", "sec", "-c", "0",
                            "--secret", f"API_TOKEN={value}", check=False, cwd=str(tmp_path))
-    assert result.returncode == 1
+    assert result.returncode == 2  # a bad value: a usage error
     assert result.stderr.strip().splitlines() == [
         "meow: error: ${env:API_TOKEN} would write secret API_TOKEN into the command line, "
         "which every user on this machine can read (ps); the task has API_TOKEN in its "
@@ -56,7 +54,7 @@ def test_meow_create_refuses_a_secret_in_the_command(meow_env: MeowEnv, tmp_path
                       "cattino.export(ProcTask('echo ${env:API_TOKEN}', task_name='f'))\n")
     from_file = meow_env.meow("create", str(script), "--secret", "API_TOKEN", check=False,
                               cwd=str(tmp_path), env_extra={"API_TOKEN": value})
-    assert from_file.returncode == 1 and "would write secret API_TOKEN" in from_file.stderr
+    assert from_file.returncode == 2 and "would write secret API_TOKEN" in from_file.stderr
     assert meow_env.tasks() == {}
     # What to do instead works: the task reads the secret from its environment.
     meow_env.meow("create", 'test "$API_TOKEN" = ' + value, "-n", "env", "-c", "0",

@@ -1,0 +1,60 @@
+"""A task's life through the CLI, as a user types it: time limits, retries, retry, wait,
+--after, usage, and what `meow show` says about them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import MeowEnv
+
+OOM = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+
+
+def test_time_limit_retry_and_show(meow_env: MeowEnv):
+    meow_env.meow("create", "sleep 60", "-n", "slow", "-c", "0", "--time-limit", "1s")
+    task = meow_env.wait_status("slow", "timeout", timeout=30)
+    assert task["time_limit"] == 1.0 and task["end_reason"] == "timeout"
+    show = meow_env.meow("show", "slow").stdout
+    assert "time limit  1s" in show and "ended by    timeout" in show
+    assert "timeout" in meow_env.meow("list").stdout
+    # resume says what to do; retry does it (a new attempt, the old one kept)
+    resumed = meow_env.meow("resume", "slow", check=False)
+    assert resumed.returncode == 1 and "meow retry slow" in resumed.stdout
+    assert "requeued: slow" in meow_env.meow("retry", "slow").stdout
+    meow_env.wait_status("slow", "timeout", timeout=30)
+    attempts = json.loads(meow_env.meow("show", "slow", "--json").stdout)["attempt_list"]
+    assert [a["end_reason"] for a in attempts] == ["timeout", "timeout"]
+
+
+def test_retries_and_oom_scaling_from_the_command_line(meow_env: MeowEnv, tmp_path: Path):
+    first = tmp_path / "first"
+    meow_env.meow("create", f"[ -e {first} ] || {{ touch {first}; echo '{OOM}' >&2; exit 1; }}",
+                  "-n", "train", "-M", "4GiB", "--retries", "2")
+    task = meow_env.wait_status("train", "done", timeout=30)
+    assert task["requires_memory_per_device"] == 6144
+    out = meow_env.meow("show", "train").stdout
+    assert "retries     1 of 2 used" in out
+    assert "oom" in out and "GPU out of memory" in out
+    usage = meow_env.meow("usage", "train").stdout.splitlines()
+    assert usage[0] == "train" and usage[1].split()[:3] == ["ATTEMPT", "RUNTIME", "REASON"]
+    assert [line.split()[2] for line in usage[2:]] == ["oom", "exit"]
+
+
+def test_wait_and_after_chain_submissions(meow_env: MeowEnv, tmp_path: Path):
+    meow_env.meow("create", "sleep 0.5", "-n", "prep", "-c", "0")
+    meow_env.meow("create", f"touch {tmp_path / 'ran'}", "-n", "use", "-c", "0",
+                  "--after", "prep")
+    meow_env.meow("create", "exit 4", "-n", "bad", "-c", "0")
+    done = meow_env.meow("wait", "prep", "use", "--timeout", "30")
+    assert done.stdout.splitlines() == ["prep: done (exit 0)", "use: done (exit 0)"]
+    assert (tmp_path / "ran").exists()
+    failed = meow_env.meow("wait", "bad", check=False)
+    assert failed.returncode == 4 and failed.stdout.strip() == "bad: failed (exit 4)"
+    meow_env.meow("create", "sleep 30", "-n", "long", "-c", "0")
+    timed_out = meow_env.meow("wait", "long", "--timeout", "0.2", check=False)
+    assert timed_out.returncode == 124
+    # a successor of a failed task waits blocked, and says so
+    meow_env.meow("create", "true", "-n", "after-bad", "-c", "0", "--after", "bad")
+    assert meow_env.tasks()["after-bad"]["why"] == "blocked: bad failed"
+    meow_env.kill_leftovers()
