@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from meowd.core.errors import ERRORS_BY_CODE, MeowError, PermissionDenied
-from meowd.core.framing import FrameDecoder, decode_payload, encode_frame
+from meowd.core.framing import MAX_FRAME, FrameDecoder, decode_payload, encode_frame
 from meowd.core.paths import Paths, resolve_paths, unsafe_directory, user_name
 
 START_TIMEOUT = 15.0
@@ -39,7 +39,9 @@ class Connection:
         self.paths = paths or resolve_paths()
         self.timeout = timeout
         self._sock: socket.socket | None = None
-        self._decoder = FrameDecoder()
+        # Replies (a list of 100,000 tasks) may be large: the small-frame rule is for
+        # what the daemon accepts, not for what it answers.
+        self._decoder = FrameDecoder(max_small_frame=MAX_FRAME)
         self._frames: list[bytes] = []
 
     # -- connection ----------------------------------------------------------------------

@@ -368,8 +368,8 @@ class Controller(Creating, Commands, Starting, Sampling):
                              else f"left {exit.leftovers} processes running")
             self._finish(task, decide(ending, rules), exit.exit_code, leftovers)
         self.monitor.forget(task_id)
-        log.info("task %d %s ended: %s (exit %s)", task.id, task.fullname, task.status,
-                 exit.exit_code)
+        log.debug("task %d %s ended: %s (exit %s)", task.id, task.fullname, task.status,
+                  exit.exit_code)
         if self.store.degraded:
             self._lost_output.add(task_id)
         if self.settings.shutdown_on_complete and not self.index.waiting and not self.running \
@@ -377,7 +377,8 @@ class Controller(Creating, Commands, Starting, Sampling):
             log.info("nothing left to run and shutdown_on_complete is set: exiting")
             asyncio.get_running_loop().call_soon(self.on_idle)
         self._wake.set()
-        self._poll_now.set()
+        if task.usage.gpu_mib:  # its GPU memory is handed on: read the GPUs again now
+            self._poll_now.set()
 
     def _gpu_oom(self, task: Task, attempt: Attempt) -> bool:
         """CUDA's or a framework's message in stderr, or the peak reached the GPU's total."""
