@@ -1,0 +1,130 @@
+"""The frequent commands without typer: `list`, `show NAME`, `kill/cancel/resume/retry/
+remove NAME`, `wait NAME...` and `test`, in their plain forms (at most `--json`).
+
+typer (and what it imports) costs several times Python's own start, so these forms send a
+plain request and print with the same `render` functions the typer commands use. Any other
+form (an option, `--help`, a NAME that starts with `-`) returns None and typer parses it:
+the two agree by construction on everything else, and tests/cli/test_quick.py checks that
+both give the same output and exit status on a table of command lines. `MEOW_SLOW_CLI=1`
+turns this path off.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+from meowcli.errors import FAILED, report
+from meowd.core.errors import MeowError
+from meowd.core.framing import PROTOCOL_VERSION
+
+BULK = ("kill", "cancel", "resume", "retry", "remove")
+
+
+def _parse(argv: list[str]) -> tuple[str, list[str], bool] | None:
+    """(command, names, --json) for the plain forms, else None."""
+    if not argv or os.environ.get("MEOW_SLOW_CLI"):
+        return None
+    command, rest = argv[0], argv[1:]
+    as_json = "--json" in rest
+    names = [a for a in rest if a != "--json"]
+    if any(a.startswith("-") for a in names) or rest.count("--json") > 1:
+        return None
+    forms = {"list": not names, "show": len(names) == 1, "test": not names and not as_json,
+             "wait": bool(names)}
+    forms.update({op: len(names) == 1 for op in BULK})
+    return (command, names, as_json) if forms.get(command) else None
+
+
+def _call(op: str, args: dict[str, Any], autostart: bool = True,
+          timeout: float | None = 60.0) -> Any:
+    from meowcli.autostart import open_or_start
+    from meowcli.connection import Connection
+
+    message = {"v": PROTOCOL_VERSION, "op": op, "args": args}
+    if autostart:
+        with open_or_start(timeout=timeout) as connection:
+            return connection.call_wire(message)
+    with Connection(timeout=timeout).connect() as connection:
+        return connection.call_wire(message)
+
+
+def main(argv: list[str]) -> int | None:
+    """Run a plain form and return its exit status, or None to let typer do it."""
+    parsed = _parse(argv)
+    if parsed is None:
+        return None
+    command, names, as_json = parsed
+    try:
+        return _run(command, names, as_json)
+    except (MeowError, KeyboardInterrupt) as exc:
+        return report(exc)
+
+
+def _json(value: Any) -> str:
+    import json  # ~8 ms: only when asked for
+
+    return json.dumps(value) + "\n"
+
+
+def _run(command: str, names: list[str], as_json: bool) -> int:
+    out = sys.stdout.write
+    if command != "test":
+        from meowcli import render
+    if command == "list":
+        tasks = sorted(_call("list", {}), key=lambda t: t["id"])
+        if as_json:
+            out(_json(tasks))
+            return 0
+        degraded = _call("ping", {}).get("degraded")
+        if degraded:
+            print(f"meow: warning: meowd is degraded: {degraded}; no task starts until they "
+                  "are stored", file=sys.stderr)
+        out(render.render_tasks(tasks, time.time()) + "\n")
+        return 0
+    if command == "show":
+        task = _call("show", {"target": names[0]})
+        out(_json(task) if as_json else render.render_show(task, time.time()) + "\n")
+        return 0
+    if command == "test":
+        from meowcli.connection import NotRunning
+
+        try:
+            info = _call("ping", {}, autostart=False, timeout=5)
+        except NotRunning as exc:
+            out(exc.message + "\n")
+            return FAILED
+        out(f"meowd {info['version']} is running (pid {info['pid']}, devices: "
+            f"{info['backend'] or 'none'})\n")
+        if info.get("degraded"):
+            print(f"meow: warning: degraded: {info['degraded']}; no task starts until they "
+                  "are stored", file=sys.stderr)
+        return 0
+    if command == "wait":
+        result = _call("wait", {"target": None, "targets": names, "all": False,
+                                "timeout": None}, timeout=None)
+        if as_json:
+            out(_json(result))
+        else:
+            for t in result["tasks"]:
+                code = "" if t["exit_code"] is None else f" (exit {t['exit_code']})"
+                out(f"{t['fullname']}: {t['status']}{code}\n")
+        for t in result["tasks"]:
+            if t["status"] != "done":
+                return t["exit_code"] if t["exit_code"] not in (None, 0) else FAILED
+        return 0
+    args: dict[str, Any] = {"target": names[0], "regex": False}
+    if command == "kill":
+        args["force"] = False
+    result = _call(command, args)
+    if as_json:
+        out(_json(result))
+    else:
+        report_, failures = render.render_bulk(command, result)
+        if report_:
+            out(report_ + "\n")
+        if failures:
+            print(failures, file=sys.stderr)
+    return 0 if result["success"] else FAILED
