@@ -24,6 +24,7 @@ import secrets
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from meowd.core.errors import BadRequest
 from meowd.core.units import format_mib, parse_size_mib
@@ -248,8 +249,20 @@ def hold(holds: Holds, gpu: int, mib: int, argv: list[str],
     os.execvp(argv[0], argv)
 
 
+def _configured_spec(paths: Any) -> str | None:
+    """The fake GPU spec a daemon of this home would use (env first, then its config)."""
+    from meowd.core.settings import parse_config, settings_from
+
+    for path in paths.config_files:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        return settings_from(parse_config(text, str(path)), os.environ).fake_gpus
+    return settings_from({}, os.environ).fake_gpus
+
+
 def main(args: list[str] | None = None) -> None:
-    from meowd.config import load_settings
     from meowd.core.paths import resolve_paths
 
     parser = argparse.ArgumentParser(
@@ -265,7 +278,7 @@ def main(args: list[str] | None = None) -> None:
     ns = parser.parse_args(args)
     paths = resolve_paths()
     try:
-        spec = ns.spec or load_settings(paths).fake_gpus
+        spec = ns.spec or _configured_spec(paths)
         totals = parse_fake_spec(spec) if spec else None
         # Without the GPUs' sizes, the hold goes to this meow home's own fake GPUs.
         holds = (holds_for(totals, paths.fake_gpu_holds) if totals is not None

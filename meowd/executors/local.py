@@ -44,6 +44,7 @@ WRAPPER = (
     'cd -- "$3" || exit 127\n'
     '/bin/sh -c "$1"\n'
     "rc=$?\n"
+    'umask 077\n'  # the exit file is meow's state: private, like the rest
     'echo "$rc" > "$2"\n'
     'exit "$rc"\n'
 )

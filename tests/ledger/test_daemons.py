@@ -68,8 +68,9 @@ def test_two_queues_never_book_the_same_memory(two: list[MeowEnv], tmp_path: Pat
     note = wait_for(lambda: waiting.tasks()["big"]["why"], 10, "a note")
     assert "12000MiB on GPU 0 reserved by another meow home of yours" in note
     # the other queue's reservation shows in `meow devices`, too
-    devices = json.loads(waiting.meow("devices", "--json").stdout)["devices"][0]
-    assert devices["others"] and devices["others"][0]["mib"] == 12000
+    others = wait_for(lambda: json.loads(waiting.meow("devices", "--json").stdout)
+                      ["devices"][0]["others"], 10, "the other reservation in meow devices")
+    assert others[0]["mib"] == 12000
     for env in two:
         done = env.wait_status("big", "done", "failed", timeout=60)
         assert done["status"] == "done", env.meow("show", "big").stdout  # no fake OOM
