@@ -292,16 +292,15 @@ def wait(
     the first unsuccessful task's exit code (1 if it has none), or 124 on --timeout.
     `meow wait train && meow create ...` goes on only if train succeeded.
     """
-    from meowd.core.protocol import WaitRequest
 
     if not names and not all_:
         raise BadRequest("wait for what? give task names, or -A for every task "
                          "(meow wait --help)")
-    if timeout is not None and timeout < 0:
+    if timeout is not None and not 0 <= timeout < float("inf"):  # NaN fails this too
         raise BadRequest(f"--timeout must be 0 or more seconds, not {timeout:g}")
-    with connect(autostart=True, timeout=None) as client:
-        result = client.call(WaitRequest(targets=tuple(names or ()), all=all_,
-                                          timeout=timeout))
+    from meowcli.quick import wait_for_tasks
+
+    result = wait_for_tasks(list(names or ()), all_, timeout)
     tasks = result["tasks"]
     if as_json:
         typer.echo(json.dumps(result))
@@ -629,7 +628,7 @@ def clean(
 ) -> None:
     """Forget finished tasks and delete their logs.
 
-    Finished means done, failed, killed or lost: waiting, running and cancelled tasks
+    Finished means done, failed, timed out, killed or lost: waiting, running and cancelled tasks
     are never touched. Example: meow clean -b 7d.
     """
     from meowcli.timeparse import parse_when

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from meowd.core.errors import ERRORS_BY_CODE, MeowError, PermissionDenied
+from meowd.core.errors import ERRORS_BY_CODE, BadRequest, MeowError, PermissionDenied
 from meowd.core.framing import MAX_FRAME, FrameDecoder, decode_payload, encode_frame
 from meowd.core.paths import Paths, resolve_paths, unsafe_directory, user_name
 
@@ -113,6 +113,13 @@ class Connection:
         try:
             self.send_wire(message)
             return self.receive()
+        except OverflowError:
+            raise BadRequest("a number is too large (whole numbers must be under 2**63)") \
+                from None
+        except UnicodeEncodeError as exc:
+            bad = exc.object[exc.start:exc.end] if isinstance(exc.object, str) else "?"
+            raise BadRequest(f"text that is not UTF-8 ({bad!r}) in the command, an argument, "
+                             "a name or a path") from None
         except TimeoutError:
             raise MeowError(f"meowd did not answer within {self.timeout:.0f} s") from None
         except (BrokenPipeError, ConnectionResetError):

@@ -81,6 +81,8 @@ def _whole(dest: str, text: str, minimum: int | None = None) -> int:
         raise BadRequest(f"{_flags(dest)} must be a whole number, not {text!r}") from None
     if minimum is not None and value < minimum:
         raise BadRequest(f"{_flags(dest)} must be {minimum} or more, not {value}")
+    if abs(value) >= 2**31:
+        raise BadRequest(f"{_flags(dest)} is out of range: {value}")
     return value
 
 
@@ -114,8 +116,11 @@ def create_args(input: str, args: list[str], values: dict[str, object]) -> Creat
     executor = text("executor")
     if executor is not None and executor not in ("local", "slurm"):
         raise BadRequest(f"--executor must be local or slurm, not {executor!r}")
-    after = [name.strip() for item in values.get("after") or ()  # type: ignore[union-attr]
-             for name in str(item).split(",") if name.strip()]
+    after = list(dict.fromkeys(
+        name.strip() for item in values.get("after") or ()  # type: ignore[union-attr]
+        for name in str(item).split(",") if name.strip()))
+    if values.get("after") and not after:
+        raise BadRequest("--after needs task names (or ids), e.g. --after prep,train")
     return CreateArgs(
         input=input, args=list(args), task_name=text("task_name"),
         time_limit=time_limit_s,
@@ -273,8 +278,16 @@ def create(args: CreateArgs) -> int:
 
 
 def _environment(secrets: list[str]) -> dict[str, str]:
-    """This shell's environment; --secret NAME[=VALUE] adds and marks secret values."""
-    env = dict(os.environ)
+    """This shell's environment; --secret NAME[=VALUE] adds and marks secret values.
+    Variables no process could be given (an empty name or one with `=`, bytes that are
+    not UTF-8) are left out with a warning, rather than refusing every submission."""
+    env = {}
+    for key, value in os.environ.items():
+        if not key or "=" in key or not _utf8(key) or not _utf8(value):
+            print(f"meow: warning: leaving out the environment variable {key!r}: "
+                  "not a valid name or not UTF-8", file=sys.stderr)
+            continue
+        env[key] = value
     if not secrets:
         return env
     names = []
@@ -291,6 +304,14 @@ def _environment(secrets: list[str]) -> dict[str, str]:
     env["MEOW_SECRET_KEYS"] = ",".join(dict.fromkeys(marked + names))
     os.environ["MEOW_SECRET_KEYS"] = env["MEOW_SECRET_KEYS"]  # expand.resolve refuses them
     return env
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _expanded(args: CreateArgs) -> tuple[list[dict[str, object]], list[str]]:

@@ -27,7 +27,7 @@ _CLAUSE = re.compile(
 )
 _WORD = re.compile(r"\s+(and|or)\s+", re.IGNORECASE)
 
-STATUSES = ("waiting", "running", "done", "failed", "cancelled", "killed", "lost")
+STATUSES = ("waiting", "running", "done", "failed", "cancelled", "killed", "lost", "timeout")
 
 Predicate = Callable[[dict[str, Any]], bool]
 

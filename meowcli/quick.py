@@ -51,6 +51,23 @@ def _call(op: str, args: dict[str, Any], autostart: bool = True,
         return connection.call_wire(message)
 
 
+def wait_for_tasks(names: list[str], everything: bool, timeout: float | None,
+                   ) -> dict[str, Any]:
+    """The daemon's answer once the tasks end. A daemon that restarts meanwhile (kill -9,
+    an upgrade) is waited on again, not mistaken for a failed task."""
+    from meowcli.connection import ConnectionLost
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            return _call("wait", {"target": None, "targets": names, "all": everything,
+                                  "timeout": left}, timeout=None)
+        except ConnectionLost:
+            print("meow: meowd went away; waiting on the next one", file=sys.stderr)
+            time.sleep(0.2)
+
+
 def main(argv: list[str]) -> int | None:
     """Run a plain form and return its exit status, or None to let typer do it."""
     parsed = _parse(argv)
@@ -103,8 +120,7 @@ def _run(command: str, names: list[str], as_json: bool) -> int:
                   "are stored", file=sys.stderr)
         return 0
     if command == "wait":
-        result = _call("wait", {"target": None, "targets": names, "all": False,
-                                "timeout": None}, timeout=None)
+        result = wait_for_tasks(names, False, None)
         if as_json:
             out(_json(result))
         else:

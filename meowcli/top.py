@@ -30,7 +30,7 @@ STATUS_STYLE = {
     "running": "bold green", "waiting": "yellow", "done": "blue", "failed": "bold red",
     "cancelled": "magenta", "killed": "red", "lost": "bold red reverse",
 }
-FINISHED = {"done", "failed", "killed", "lost", "cancelled"}
+FINISHED = {"done", "failed", "killed", "lost", "cancelled", "timeout"}
 BAR_WIDTH = 24
 
 

@@ -355,7 +355,8 @@ class Controller(Creating, Commands, Starting, Sampling):
                 task.warning = note
             ending = Ending(
                 exit.exit_code, run.intent, exit.reason,
-                gpu_oom=exit.exit_code not in (0, None) and self._gpu_oom(task, run.attempt),
+                gpu_oom=exit.exit_code not in (0, None) and task.min_devices > 0
+                and self._gpu_oom(task, run.attempt),
                 host_oom=exit.host_oom,
                 note=task.warning if run.intent is StopIntent.ENFORCE else exit.detail or note,
             )
@@ -363,9 +364,10 @@ class Controller(Creating, Commands, Starting, Sampling):
                           task.resumable, task.retries_used)
             leftovers = None
             if exit.leftovers:
-                leftovers = (f"killed {exit.leftovers} leftover processes"
-                             if self.settings.kill_leftovers
-                             else f"left {exit.leftovers} processes running")
+                n = exit.leftovers
+                what = f"{n} leftover process{'es' if n > 1 else ''}"
+                leftovers = (f"killed {what}" if self.settings.kill_leftovers
+                             else f"left {what} running")
             self._finish(task, decide(ending, rules), exit.exit_code, leftovers)
         self.monitor.forget(task_id)
         log.debug("task %d %s ended: %s (exit %s)", task.id, task.fullname, task.status,
@@ -389,6 +391,12 @@ class Controller(Creating, Commands, Starting, Sampling):
                    for i, peak in task.usage.gpu_peak_mib.items())
 
     def _remove(self, task: Task) -> None:
+        if task.status is not TaskStatus.DONE:
+            # What waits for it must not start as if it had succeeded.
+            for succ in self.index.waiting_successors(task):
+                succ.end_reason = EndReason.DEPENDENCY
+                self._set_status(succ, TaskStatus.CANCELLED,
+                                 f"cancelled: {task.fullname} was removed before it was done")
         changed = self.index.remove(task)
         self.store.delete_tasks([task.id])
         self._release_waiters(task.id)

@@ -112,8 +112,8 @@ class Creating:
             if isinstance(dep, int):
                 found.append(self._next_id + dep)
             else:
-                matches = self.index.find(dep)
+                matches = self.index.find(dep, many=True)  # a group: all its tasks
                 if not matches:
                     raise NotFound(f"after: no task {dep!r}")
-                found.append(matches[0].id)
+                found += [t.id for t in matches if t.id not in found]
         return found

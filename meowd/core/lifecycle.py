@@ -42,9 +42,11 @@ _INTENT: dict[StopIntent, tuple[TaskStatus, EndReason, str]] = {
 
 # The messages CUDA and the frameworks print when a GPU allocation fails.
 GPU_OOM = re.compile(
-    r"CUDA out of memory|OutOfMemoryError|RESOURCE_EXHAUSTED|CUDA_ERROR_OUT_OF_MEMORY"
-    r"|cudaErrorMemoryAllocation|out of memory on device"
+    r"CUDA out of memory|torch\.(?:cuda\.)?OutOfMemoryError|RESOURCE_EXHAUSTED"
+    r"|CUDA_ERROR_OUT_OF_MEMORY|cudaErrorMemoryAllocation|out of memory on device"
+    r"|ResourceExhaustedError"
 )
+"""Not a bare `OutOfMemoryError`: Java's (java.lang.OutOfMemoryError) is host memory."""
 
 
 @dataclass(frozen=True)
@@ -118,13 +120,16 @@ def decide(ending: Ending, rules: Rules) -> Outcome:
                    if rules.resumable else 0)
         if allowed > 0:
             return Outcome(TaskStatus.WAITING, EndReason.TIMEOUT,
-                           _retry_text("time limit reached; resumed", rules), retry=True)
+                           _retry_text("time limit reached; resumed", rules,
+                                       max(rules.max_retries, RESUMABLE_DEFAULT_RETRIES)),
+                           retry=True)
         return Outcome(TaskStatus.TIMEOUT, EndReason.TIMEOUT, "time limit reached")
     reason, text = _failure(ending)
     if reason is EndReason.LOST:
         return Outcome(TaskStatus.LOST, reason, text)
     if retries_left > 0:
-        return Outcome(TaskStatus.WAITING, reason, _retry_text(text, rules), retry=True,
+        return Outcome(TaskStatus.WAITING, reason, _retry_text(text, rules, rules.max_retries),
+                       retry=True,
                        scale_memory=reason is EndReason.OOM)
     return Outcome(TaskStatus.FAILED, reason, text)
 
@@ -147,8 +152,8 @@ def _failure(ending: Ending) -> tuple[EndReason, str]:
     return EndReason.EXIT, f"exit code {code}"
 
 
-def _retry_text(text: str, rules: Rules) -> str:
-    return f"{text}; retry {rules.retries_used + 1} of {max(rules.max_retries, 1)}"
+def _retry_text(text: str, rules: Rules, allowed: int) -> str:
+    return f"{text}; retry {rules.retries_used + 1} of {allowed}"
 
 
 def scaled_memory(request: int | float, factor: float, largest_mib: int) -> int | float:

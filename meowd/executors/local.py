@@ -74,6 +74,8 @@ class _Watch:
     drain_until: float = 0.0
     killed: bool = False
     """SIGKILL was asked for: leftovers get no grace."""
+    signalled: bool = False
+    """meow stopped it: what is still dying then is no leftover of the task's own."""
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -285,6 +287,8 @@ class LocalExecutor:
                 cgroups.remove(watch.cgroup)
         if leftovers:
             leftovers = len([p for p in watch.leftovers if p > 0]) or leftovers
+        if watch.signalled:  # its whole tree was being stopped: nothing was left behind
+            leftovers = 0
         self._on_exit(task_id, Exit(watch.code, leftovers=leftovers, host_oom=host_oom))
 
     # -- signals -------------------------------------------------------------------------
@@ -295,6 +299,7 @@ class LocalExecutor:
         watch = self._watches.get(task_id)
         if watch is None:
             return False
+        watch.signalled = True
         if sig == signal.SIGKILL:
             watch.killed = True
         if watch.code is not None:  # the main process ended; its leftovers are draining

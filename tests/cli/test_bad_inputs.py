@@ -73,6 +73,12 @@ BAD_INPUTS = [
     (["wait", "t1", "--timeout", "-1"], 2,
      "meow: error: --timeout must be 0 or more seconds, not -1"),
     (["usage", "nope"], 1, "meow: error: no task 'nope'"),
+    (["wait", "t1", "--timeout", "nan"], 2,
+     "meow: error: --timeout must be 0 or more seconds, not nan"),
+    (["create", "true", "--retries", "99999999999999999999"], 2,
+     "meow: error: --retries is out of range: 99999999999999999999"),
+    (["create", "true", "--after", ","], 2,
+     "meow: error: --after needs task names (or ids), e.g. --after prep,train"),
     (["retry"], 2, "meow: error: give a task NAME, or -A for every task (meow retry --help)"),
     # create: refused by the daemon
     (["create", "true", "-n", "t1"], 1, "meow: error: a task named 't1' exists..."),
@@ -83,7 +89,7 @@ BAD_INPUTS = [
                           "`meow list --json` shows every attribute)"),
     (["list", "--filter", "status==runing"], 2,
      "meow: error: no status 'runing'; statuses: waiting, running, done, failed, cancelled, "
-     "killed, lost"),
+     "killed, lost, timeout"),
     (["list", "--filter", "status="], 2, "meow: error: bad filter 'status='..."),
     (["list", "--filter", "colour==red"], 2, "meow: error: unknown field 'colour' in filter; "
                                              "fields: ..."),

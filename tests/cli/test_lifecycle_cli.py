@@ -58,3 +58,32 @@ def test_wait_and_after_chain_submissions(meow_env: MeowEnv, tmp_path: Path):
     meow_env.meow("create", "true", "-n", "after-bad", "-c", "0", "--after", "bad")
     assert meow_env.tasks()["after-bad"]["why"] == "blocked: bad failed"
     meow_env.kill_leftovers()
+
+
+def test_removing_an_unfinished_predecessor_cancels_its_successors(meow_env: MeowEnv):
+    meow_env.meow("create", "sleep 30", "-n", "train", "-c", "0")
+    meow_env.meow("create", "echo evaluated", "-n", "eval", "-c", "0", "--after", "train")
+    meow_env.meow("remove", "train")
+    task = meow_env.wait_status("eval", "cancelled")
+    assert task["reason"] == "cancelled: train was removed before it was done"
+    assert task["attempts"] == 0  # it never ran on a half-trained model
+
+
+def test_wait_outlives_a_daemon_restart(meow_env: MeowEnv, tmp_path: Path):
+    import subprocess
+
+    from tests.conftest import BIN, wait_for
+    from tests.daemon.test_shutdown import _has_socket
+
+    go = tmp_path / "go"
+    meow_env.meow("create", f"while [ ! -e {go} ]; do sleep 0.05; done", "-n", "w", "-c", "0")
+    meow_env.wait_status("w", "running")
+    waiter = subprocess.Popen([str(BIN / "meow"), "wait", "w"], env=meow_env.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: _has_socket(waiter.pid), what="meow wait to connect")
+    meow_env.kill9()
+    meow_env.start()
+    go.touch()
+    out, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0, err
+    assert out.strip() == "w: done (exit 0)"
