@@ -116,6 +116,8 @@ class Controller(Creating, Commands, Starting, Sampling):
         """Tasks whose attempt ran while the disk was full: their logs get a marker."""
         self._last_prune = 0.0
         self._jobs: set[asyncio.Task[None]] = set()
+        self._to_bind: dict[str, int] = {}
+        """Ledger keys to bind to their task's process after this pass's starts."""
         self.ledger = ledger if ledger is not None else default_ledger(paths, settings, backend)
         """Every meowd's GPU memory claims on this machine: two queues never book one MiB."""
         self.foreign: list[ForeignClaim] = []
@@ -310,7 +312,11 @@ class Controller(Creating, Commands, Starting, Sampling):
             run = self.running.pop(task.id, None)
             if run is not None:
                 run.cancel_timers()
-                self.ledger.release(attempt_key(task.id, run.attempt.n))
+                if run.attempt.pid is None:
+                    # Never bound to a process (its start failed): held by this daemon.
+                    # A bound claim dies with its process (whose whole tree is gone by
+                    # now); `expire` tidies its entry, sparing a ledger write per task.
+                    self.ledger.release(attempt_key(task.id, run.attempt.n))
                 a = run.attempt
                 a.ended_at, a.exit_code, a.reason = now, code, outcome.text
                 a.end_reason, a.usage = str(outcome.reason), replace(task.usage)
@@ -347,7 +353,8 @@ class Controller(Creating, Commands, Starting, Sampling):
             return
         if run.intent is StopIntent.REMOVE:
             self.running.pop(task_id).cancel_timers()
-            self.ledger.release(attempt_key(task_id, run.attempt.n))
+            if run.attempt.pid is None:
+                self.ledger.release(attempt_key(task_id, run.attempt.n))
             self._remove(task)
         else:
             note = attempt_files.read_note(run.attempt.file("note"))

@@ -95,6 +95,9 @@ class Starting:
                     failed.append((task, f"cannot start: {exc}"))
                     continue
                 self._started(task, attempt, handle)
+        if self._to_bind:
+            self.ledger.bind_all(self._to_bind)
+            self._to_bind.clear()
         for task, reason in failed:
             log.warning("task %d %s: %s", task.id, task.fullname, reason)
             self._finish_plain(task, TaskStatus.FAILED, EndReason.SPAWN, reason)  # releases
@@ -177,9 +180,9 @@ class Starting:
         attempt.pid, attempt.create_time = handle.pid, handle.create_time
         attempt.job_id = handle.job_id
         if handle.pid and task.executor == "local" and any(task.reserved_mib):
-            # The claim moves from this daemon to the task: it lives exactly as long as
-            # the task's process, whatever happens to meowd.
-            self.ledger.bind(attempt_key(task.id, attempt.n), handle.pid)
+            # The claim moves from this daemon to the task (for the whole pass at once, in
+            # `schedule`): it lives exactly as long as the task's process.
+            self._to_bind[attempt_key(task.id, attempt.n)] = handle.pid
         self.store.insert_attempt(attempt)
         self._arm_deadline(task)
 
@@ -197,6 +200,9 @@ class Starting:
             return
         with self.store.transaction():
             self._started(task, run.attempt, handle)
+        if self._to_bind:
+            self.ledger.bind_all(self._to_bind)
+            self._to_bind.clear()
         if run.intent is not None:  # stopped while it was being submitted
             run.executor.signal(task.id, signal.SIGTERM)
         self.bump(task.id)
