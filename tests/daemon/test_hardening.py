@@ -3,7 +3,6 @@ processes, a kill among hundreds of unrelated processes, a full disk, a retried 
 
 from __future__ import annotations
 
-import errno
 import os
 import subprocess
 import time
@@ -14,7 +13,7 @@ import pytest
 from meowd.core.errors import MeowError
 from meowd.core.protocol import CreateRequest, TaskSpec
 from tests.conftest import MeowEnv, dead, wait_for
-from tests.daemon.test_shutdown import small_disk  # noqa: F401  (fixture)
+from tests.daemon.test_shutdown import _fill, small_disk  # noqa: F401  (fixture)
 
 HOSTILE = [
     ("an = in an env key", {"A=B": "1"}, "invalid variable name"),
@@ -118,18 +117,6 @@ def test_kill_answers_promptly_among_300_unrelated_processes(meow_env: MeowEnv):
         for proc in crowd:
             proc.kill()
             proc.wait()
-
-
-def _fill(path: Path) -> Path:
-    filler = path / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-    return filler
 
 
 def test_a_task_that_ends_on_a_full_disk_is_recorded_once_there_is_room(
