@@ -407,17 +407,33 @@ def watch(
     if not task["attempt_list"]:
         typer.echo(f"meow: {task['fullname']} is {task['status']} and never ran", err=True)
         raise typer.Exit(FAILED)
+    from meowcli.connection import ConnectionLost
     from meowd.core.protocol import WaitRequest
 
     path = task["attempt_list"][-1][stream]
-    waiter = connect()
-    waiter.send(WaitRequest(name))
+
+    def waiting() -> Client:
+        waiter = connect(autostart=True)
+        waiter.send(WaitRequest(name))
+        return waiter
+
+    waiter = waiting()
+    final: dict[str, Any] = {}
 
     def ended() -> bool:
-        return bool(select.select([waiter], [], [], 0)[0])
+        nonlocal waiter
+        if not select.select([waiter], [], [], 0)[0]:
+            return False
+        try:
+            final.update(waiter.receive())  # type: ignore[arg-type]
+            return True
+        except ConnectionLost:  # meowd restarted: the task runs on; so does the watch
+            typer.echo("meow: meowd went away; waiting on the next one", err=True)
+            time.sleep(0.2)
+            waiter = waiting()
+            return False
 
     _follow(path, ended)
-    final = waiter.receive()
     typer.echo(f"[meow] {final['fullname']} {final['status']}"
                + (f" (exit {final['exit_code']})" if final["exit_code"] is not None else ""),
                err=True)

@@ -81,9 +81,32 @@ def test_wait_outlives_a_daemon_restart(meow_env: MeowEnv, tmp_path: Path):
     waiter = subprocess.Popen([str(BIN / "meow"), "wait", "w"], env=meow_env.env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: _has_socket(waiter.pid), what="meow wait to connect")
-    meow_env.kill9()
-    meow_env.start()
+    meow_env.kill9()  # `meow wait` starts the next meowd itself, as a user's would
+    wait_for(lambda: meow_env.meow("test", check=False).returncode == 0, 30, "a new meowd")
     go.touch()
     out, err = waiter.communicate(timeout=60)
+    meow_env.meow("exit", "--kill")
     assert waiter.returncode == 0, err
     assert out.strip() == "w: done (exit 0)"
+
+
+def test_watch_outlives_a_daemon_restart(meow_env: MeowEnv, tmp_path: Path):
+    import subprocess
+
+    from tests.conftest import BIN, wait_for
+    from tests.daemon.test_shutdown import _has_socket
+
+    go = tmp_path / "go"
+    meow_env.meow("create", f"echo started; while [ ! -e {go} ]; do sleep 0.05; done; "
+                  "echo finished", "-n", "w", "-c", "0")
+    meow_env.wait_status("w", "running")
+    watcher = subprocess.Popen([str(BIN / "meow"), "watch", "w"], env=meow_env.env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: _has_socket(watcher.pid), what="meow watch to connect")
+    meow_env.kill9()  # `meow watch` starts the next meowd itself, as a user's would
+    wait_for(lambda: meow_env.meow("test", check=False).returncode == 0, 30, "a new meowd")
+    go.touch()
+    out, err = watcher.communicate(timeout=60)
+    meow_env.meow("exit", "--kill")
+    assert watcher.returncode == 0, err
+    assert out.splitlines() == ["started", "finished"]
