@@ -19,7 +19,7 @@ from meowd.config import (
     check_setting_on_machine,
     save_setting,
 )
-from meowd.core.errors import Conflict
+from meowd.core.errors import Conflict, Refused
 from meowd.core.lifecycle import StopIntent
 from meowd.core.models import ACTIVE, RETRYABLE, TERMINAL, Task, TaskStatus
 from meowd.core.protocol import BulkResult, Selector, TaskSpec
@@ -152,6 +152,9 @@ class Commands:
 
     def set_setting(self, key: str, value: Any) -> dict[str, Any]:
         value = check_setting(key, value)
+        if key == "executor" and value not in self.executors:
+            raise Refused(f"no {value} executor here: sbatch is not on meowd's PATH (run "
+                          "meowd on a Slurm login node)")
         gpus = [d.index for d in self.monitor.devices] if self.backend else []
         warning = check_setting_on_machine(key, value, gpus)
         setattr(self.settings, key, value)

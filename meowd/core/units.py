@@ -73,13 +73,13 @@ def format_mib(mib: int | float | None) -> str:
     return f"{mib}MiB"
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)", re.IGNORECASE)
-_DURATION = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*[dhms]\s*)+$", re.IGNORECASE)
-_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)", re.IGNORECASE)
+_DURATION = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*[wdhms]\s*)+$", re.IGNORECASE)
+_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
 def parse_duration(text: str) -> float:
-    """`90s`, `30m`, `2h`, `1d2h`, or plain seconds (`90`) -> seconds (> 0)."""
+    """`90s`, `30m`, `2h`, `1d2h`, `1w`, or plain seconds (`90`) -> seconds (> 0)."""
     stripped = text.strip()
     try:
         seconds = float(stripped)
