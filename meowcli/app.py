@@ -412,8 +412,8 @@ def watch(
 
     path = task["attempt_list"][-1][stream]
 
-    def waiting() -> Client:
-        waiter = connect(autostart=True)
+    def waiting(autostart: bool = True) -> Client:
+        waiter = connect(autostart=autostart)
         waiter.send(WaitRequest(name))
         return waiter
 
@@ -428,9 +428,10 @@ def watch(
             final.update(waiter.receive())  # type: ignore[arg-type]
             return True
         except ConnectionLost:  # meowd restarted: the task runs on; so does the watch
-            typer.echo("meow: meowd went away; waiting on the next one", err=True)
-            time.sleep(0.2)
-            waiter = waiting()
+            from meowcli.quick import reconnect
+
+            reconnect()  # never starts a daemon: `meow exit` stays exited
+            waiter = waiting(autostart=False)
             return False
 
     _follow(path, ended)

@@ -98,7 +98,10 @@ class Connection:
     def receive(self) -> object:
         assert self._sock is not None
         while not self._frames:
-            chunk = self._sock.recv(1 << 20)
+            try:
+                chunk = self._sock.recv(1 << 20)
+            except ConnectionResetError:
+                raise ConnectionLost("meowd closed the connection") from None
             if not chunk:
                 raise ConnectionLost("meowd closed the connection")
             self._frames += self._decoder.feed(chunk)

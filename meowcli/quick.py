@@ -53,19 +53,41 @@ def _call(op: str, args: dict[str, Any], autostart: bool = True,
 
 def wait_for_tasks(names: list[str], everything: bool, timeout: float | None,
                    ) -> dict[str, Any]:
-    """The daemon's answer once the tasks end. A daemon that restarts meanwhile (kill -9,
-    an upgrade) is waited on again, not mistaken for a failed task."""
+    """The daemon's answer once the tasks end. A daemon that is back within
+    `RECONNECT_GRACE` seconds (kill -9 and a restart by systemd, an upgrade) is asked
+    again, never started from here (`meow exit` must stay exited)."""
     from meowcli.connection import ConnectionLost
 
     deadline = None if timeout is None else time.monotonic() + timeout
+    autostart = True
     while True:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             return _call("wait", {"target": None, "targets": names, "all": everything,
-                                  "timeout": left}, timeout=None)
+                                  "timeout": left}, autostart=autostart, timeout=None)
         except ConnectionLost:
-            print("meow: meowd went away; waiting on the next one", file=sys.stderr)
+            autostart = False
+            reconnect()
+
+
+RECONNECT_GRACE = 5.0
+"""Seconds `meow wait`/`watch` wait for a daemon that went away to be back."""
+
+
+def reconnect() -> None:
+    """Until a daemon answers again (at most RECONNECT_GRACE s), or a clear error."""
+    from meowcli.connection import Connection, NotRunning
+
+    print("meow: meowd went away; waiting for it to be back", file=sys.stderr)
+    give_up = time.monotonic() + RECONNECT_GRACE
+    while time.monotonic() < give_up:
+        try:
+            Connection(timeout=2).connect().close()
+            return
+        except (NotRunning, OSError, MeowError):
             time.sleep(0.2)
+    raise MeowError(f"meowd went away and was not back within {RECONNECT_GRACE:g} s; the "
+                    "tasks run on: wait again once meowd runs")
 
 
 def main(argv: list[str]) -> int | None:
