@@ -33,6 +33,20 @@ async def until(pilot, condition, timeout: float = 10.0, what: str = "the screen
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def select(pilot, app: MeowTop, row: int, key: str) -> None:
+    """Move the cursor and wait until the app took it: a state pushed in between refills
+    the table around the task selected before, which a key press would then act on."""
+    async def moved() -> bool:
+        app.query_one("#tasks", DataTable).move_cursor(row=row)
+        await pilot.pause(0.05)
+        return app.selected == key
+
+    deadline = time.monotonic() + 10
+    while not await moved():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the cursor never stayed on {key}")
+
+
 def rows(app: MeowTop) -> dict[str, list[str]]:
     table = app.query_one("#tasks", DataTable)
     return {row.key.value: [str(c) for c in table.get_row(row.key)]
@@ -55,11 +69,11 @@ async def test_panels_fill_and_actions_change_tasks(top_env: MeowEnv, tmp_path: 
         await until(pilot, lambda: rows(app)["task:1"][1] == "running")
         assert "held" in rows(app)["task:2"][1] or "no 1 GPU" in rows(app)["task:2"][7]
         # the log pane follows the selected task (train is the first task row)
-        app.query_one("#tasks", DataTable).move_cursor(row=1)
+        await select(pilot, app, 1, "task:1")
         await until(pilot, lambda: "line 3" in "\n".join(app.query_one("#log").lines),
                     what="train's log")
         # cancel the waiting task from the keyboard
-        app.query_one("#tasks", DataTable).move_cursor(row=2)
+        await select(pilot, app, 2, "task:2")
         await pilot.press("c")
         await until(pilot, lambda: rows(app)["task:2"][1] == "cancelled", what="cancelled")
         assert top_env.status("exp/eval") == "cancelled"
@@ -71,7 +85,7 @@ async def test_panels_fill_and_actions_change_tasks(top_env: MeowEnv, tmp_path: 
         assert "task 2: exp/eval" in str(app.screen.query_one(Static).render())
         await pilot.press("escape")
         # kill asks first
-        app.query_one("#tasks", DataTable).move_cursor(row=1)
+        await select(pilot, app, 1, "task:1")
         await pilot.press("k")
         await pilot.pause(0.2)
         assert top_env.status("exp/train") == "running"
