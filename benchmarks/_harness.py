@@ -41,11 +41,16 @@ def daemon(fake_gpus: str = "4x80GiB"):
     try:
         yield env, paths
     finally:
-        try:
-            c = Client(paths, timeout=60).connect()
-            c.exit(kill=True)
-            c.wait_closed()
-        except Exception:
-            proc.kill()
-        proc.wait(30)
-        shutil.rmtree(home, ignore_errors=True)
+        stop(paths, proc, home)
+
+
+def stop(paths, proc: subprocess.Popen, home: Path) -> None:
+    """`meow exit --kill` (or SIGKILL if it does not answer), then forget its home."""
+    try:
+        c = Client(paths, timeout=60).connect()
+        c.exit(kill=True)
+        c.wait_closed()
+    except Exception:
+        proc.kill()
+    proc.wait(30)
+    shutil.rmtree(home, ignore_errors=True)

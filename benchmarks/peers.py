@@ -49,7 +49,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from _harness import BIN, Client, wait_up
+from _harness import BIN, Client, stop, wait_up
 
 from meowd.core.paths import resolve_paths
 from meowd.core.protocol import TaskSpec, WaitRequest
@@ -273,14 +273,7 @@ def meowd(fake_gpus: str, group: Path | None = None, **settings: object):
     try:
         yield env, paths, proc
     finally:
-        try:
-            c = Client(paths, timeout=60).connect()
-            c.exit(kill=True)
-            c.wait_closed()
-        except Exception:
-            proc.kill()
-        proc.wait(30)
-        shutil.rmtree(home, ignore_errors=True)
+        stop(paths, proc, home)
 
 
 # -- (a) drain -----------------------------------------------------------------------------

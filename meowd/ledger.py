@@ -913,6 +913,20 @@ class NullLedger:
         pass
 
 
+def given_dir(choice: str, usage: str, label: str) -> Path:
+    """A directory named in an environment variable, made if missing and checked as a
+    shared one (`shared_dir_problem`); BadRequest saying `usage` or what is wrong."""
+    base = Path(choice).expanduser()
+    if not base.is_absolute():
+        raise BadRequest(f"{usage}: {choice!r}")
+    if not base.exists():
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    problem = shared_dir_problem(base)
+    if problem:
+        raise BadRequest(f"{label}: {problem}")
+    return base
+
+
 def ledger_base(paths: Paths, environ: Mapping[str, str] | None = None) -> Path | None:
     """The directory `MEOW_LEDGER` picks: None for `off`; `<state>/ledger` for `private`;
     the directory given; else the machine's (/var/tmp). Raises BadRequest for an unfit one."""
@@ -925,15 +939,8 @@ def ledger_base(paths: Paths, environ: Mapping[str, str] | None = None) -> Path 
         base.mkdir(parents=True, exist_ok=True, mode=0o700)
         return base
     if choice:
-        base = Path(choice).expanduser()
-        if not base.is_absolute():
-            raise BadRequest(f"MEOW_LEDGER must be off, private or an absolute path: {choice!r}")
-        if not base.exists():
-            base.mkdir(parents=True, exist_ok=True, mode=0o700)
-        problem = shared_dir_problem(base)
-        if problem:
-            raise BadRequest(f"MEOW_LEDGER: {problem}")
-        return base
+        return given_dir(choice, "MEOW_LEDGER must be off, private or an absolute path",
+                         "MEOW_LEDGER")
     base = default_base()
     if base is None:
         log.warning("neither /var/tmp nor /tmp is a root-owned sticky directory: the GPU "

@@ -32,11 +32,11 @@ from meowd.devices import DeviceInfo, GpuProcess
 from meowd.ledger import (
     boot_id,
     default_base,
+    given_dir,
     ledger_scope,
     lock_file,
     proc,
     read_small,
-    shared_dir_problem,
     write_atomic,
 )
 
@@ -147,16 +147,8 @@ def shared_holds_base(environ: Mapping[str, str] | None = None) -> Path | None:
         return None
     if choice == "shared":
         return default_base()
-    base = Path(choice).expanduser()
-    if not base.is_absolute():
-        raise BadRequest(f"MEOW_FAKE_GPUS_STATE must be private, shared or an absolute path: "
-                         f"{choice!r}")
-    if not base.exists():
-        base.mkdir(parents=True, exist_ok=True, mode=0o700)
-    problem = shared_dir_problem(base)
-    if problem:
-        raise BadRequest(f"fake GPU state: {problem}")
-    return base
+    return given_dir(choice, "MEOW_FAKE_GPUS_STATE must be private, shared or an absolute path",
+                     "fake GPU state")
 
 
 def holds_for(totals: list[int], holds_dir: Path,
