@@ -521,9 +521,13 @@ class _BaseLedger:
     def _own(self, records: list[_Record]) -> _Record:
         """This daemon's record (claims of its home, whichever daemon of the home made them)."""
         own = _Record(self.uid, self.ns, boot_id(), self.daemon)
+        seen: set[tuple[str, int]] = set()
         for record in records:
             if self._mine(record):
-                own.claims.extend(record.claims)
+                # Two files of one home (a daemon killed between writing the new one and
+                # removing the old): each claim once.
+                own.claims.extend(e for e in record.claims if (e.key, e.device) not in seen)
+                seen.update((e.key, e.device) for e in record.claims)
                 own.demand = own.demand or record.demand
         return own
 
@@ -742,6 +746,8 @@ class FileLedger(_BaseLedger):
         self.lock_path = base / f"{self.prefix}lock"
         self.lock_timeout = lock_timeout
         self._degraded_until = 0.0
+        self._file: str | None = None
+        """The name this daemon's claims were last written under (None: find out)."""
 
     def __repr__(self) -> str:
         return f"FileLedger({self.base / self.prefix}*)"
@@ -798,19 +804,27 @@ class FileLedger(_BaseLedger):
         return records
 
     def _store(self, record: _Record) -> None:
-        ours = [name for name in self._names() if self._is_ours(name)]
+        """Write `record` under a fresh name, then remove the file it replaces (all under
+        the lock, so no other daemon sees both). Renaming over an existing file makes ext4
+        start writing the new one out (auto_da_alloc): 5x the cost of a fresh name, paid
+        twice per task start. A random name also cannot be squatted by another user."""
+        if self._file is None:  # the first write: whatever files of this home are there
+            stale = [name for name in self._names() if self._is_ours(name)]
+        else:
+            stale = [self._file]
         keep = None
         if record.claims or record.demand is not None:
-            primary = f"{self.prefix}u{self.uid}.{self.ns}"
-            data = record.encode()
-            for name in [primary] + [f"{primary}.{i}" for i in range(1, 8)]:
+            data, stem = record.encode(), f"{self.prefix}u{self.uid}.{self.ns}."
+            for _ in range(8):
+                name = stem + secrets.token_hex(6)
                 if write_atomic(self.base, name, data):
                     keep = name
                     break
             else:
-                log.error("GPU ledger: every file name for this home is taken by another "
-                          "user's file in %s; claims stay unrecorded", self.base)
-        for name in ours:
+                log.error("GPU ledger: cannot write a file for this home's claims in %s; "
+                          "claims stay unrecorded", self.base)
+        self._file = keep
+        for name in stale:
             if name != keep:
                 with contextlib.suppress(OSError):
                     os.unlink(self.base / name)

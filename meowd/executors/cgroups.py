@@ -30,9 +30,9 @@ def _mount() -> Path | None:
     return None
 
 
-def _own_cgroup() -> str | None:
+def _own_cgroup(pid: int | str = "self") -> str | None:
     try:
-        with open("/proc/self/cgroup") as f:
+        with open(f"/proc/{pid}/cgroup") as f:
             for line in f:
                 if line.startswith("0::"):
                     return line[3:].strip()
@@ -42,8 +42,9 @@ def _own_cgroup() -> str | None:
 
 
 class Cgroups:
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, mount: Path | None = None) -> None:
         self.base = base
+        self.mount = mount
 
     @classmethod
     def detect(cls, namespace: str = "") -> Cgroups | None:
@@ -68,7 +69,7 @@ class Cgroups:
                      "it is", exc)
             return None
         log.info("tasks get their own cgroups under %s", base)
-        return cls(base)
+        return cls(base, mount)
 
     def create(self, name: str) -> Path | None:
         path = self.base / name
@@ -78,6 +79,20 @@ class Cgroups:
             log.warning("cannot create cgroup %s: %s", path, exc)
             return None
         return path
+
+
+    def of_attempt(self, pid: int, name: str) -> Path | None:
+        """The cgroup `name` (as `create` made it) that process `pid` runs in, read from
+        /proc: after a restart, where an adopted attempt's tree lives. None when the
+        process is not in a cgroup of this meow home with that name (say it had not
+        joined it yet when the daemon died), so nothing else is ever signalled."""
+        own = _own_cgroup(pid) if self.mount is not None else None
+        if own is None or self.mount is None:
+            return None
+        path = self.mount / own.lstrip("/")
+        ok = (path.name == name and path.parent.name == self.base.name
+              and path.parent.parent.name == "meow.tasks")
+        return path if ok else None
 
 
 def members(path: Path) -> list[int]:

@@ -114,9 +114,9 @@ def find_wrapper(exit_file: str) -> int | None:
     return None
 
 
-def attempt_file(exit_file: str, ext: str) -> str:
-    """`attempt-N.<ext>` beside an attempt's exit file (its note, its cgroup)."""
-    return f"{exit_file.removesuffix('.exit')}.{ext}"
+def cgroup_name(task_id: int, exit_file: str) -> str:
+    """An attempt's cgroup: `task-<id>-<attempt>` (the attempt from `attempt-N.exit`)."""
+    return f"task-{task_id}-{Path(exit_file).stem.removeprefix('attempt-')}"
 
 
 def _exited(pidfd: int) -> bool:
@@ -147,10 +147,8 @@ class LocalExecutor:
         """Start the attempt; raises StartError without leaving anything behind."""
         group = None
         if self._cgroups is not None:
-            group = self._cgroups.create(f"task-{launch.task_id}-{launch.attempt}")
+            group = self._cgroups.create(cgroup_name(launch.task_id, launch.exit_file))
         try:
-            if group is not None:
-                Path(attempt_file(launch.exit_file, "cgroup")).write_text(str(group))
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
             pid = os.posix_spawn(
                 "/bin/sh",
@@ -190,7 +188,10 @@ class LocalExecutor:
         if actual is None or (expected is not None and abs(actual - expected) > 0.05):
             os.close(pidfd)
             return False
-        self._register(task_id, _Watch(pid, pidfd, exit_file, False, _recorded_cgroup(exit_file)))
+        group = None
+        if self._cgroups is not None:
+            group = self._cgroups.of_attempt(pid, cgroup_name(task_id, exit_file))
+        self._register(task_id, _Watch(pid, pidfd, exit_file, False, group))
         return True
 
     def pid(self, task_id: int) -> int | None:
@@ -350,12 +351,3 @@ class LocalExecutor:
                 self._loop.remove_reader(watch.pidfd)
             os.close(watch.pidfd)
         self._watches.clear()
-
-
-def _recorded_cgroup(exit_file: str) -> Path | None:
-    """The cgroup an attempt runs in, recorded at start (read back after a restart)."""
-    try:
-        path = Path(Path(attempt_file(exit_file, "cgroup")).read_text().strip())
-    except OSError:
-        return None
-    return path if path.is_dir() else None

@@ -117,7 +117,7 @@ def test_a_second_user_sees_only_user_gpu_mib_since_and_cannot_forge_or_delete(
     procs.append(task.pid)
     assert root.claim([Claim("train-secret-42.1", 0, 6000)], {0: GPU})
     assert root.bind("train-secret-42.1", task.pid)
-    root_file = base / f"meow-ledger-{SCOPE}.u0.root-home"
+    [root_file] = base.glob(f"meow-ledger-{SCOPE}.u0.root-home.*")
     their = as_user(python, base, """
         mine = FileLedger(base, scope, "their-home")
         pid = task()
@@ -125,7 +125,7 @@ def test_a_second_user_sees_only_user_gpu_mib_since_and_cannot_forge_or_delete(
         out["claimed"] = bool(mine.claim([Claim("1.1", 0, 2000)], {0: 16384}))
         out["bound"] = mine.bind("1.1", pid)
         out["seen"] = [[c.user, c.device, c.mib, c.same_user] for c in mine.others()]
-        victim = base / f"meow-ledger-{scope}.u0.root-home"
+        victim = base / args["victim"]
         out["content"] = victim.read_text()
         out["delete"] = attempt(lambda: victim.unlink())
         out["overwrite"] = attempt(lambda: open(victim, "w"))
@@ -141,7 +141,7 @@ def test_a_second_user_sees_only_user_gpu_mib_since_and_cannot_forge_or_delete(
         # Claiming for root's task through the interface drops the claim.
         out["bind_other"] = mine.claim([Claim("2.1", 0, 1000)], {0: 16384}).ok and \\
             mine.bind("2.1", args["root_task"])
-    """, root_task=task.pid)
+    """, root_task=task.pid, victim=root_file.name)
     procs.append(their["pid"])
     assert their["claimed"] and their["bound"]
     # They see root's claim as user, GPU, MiB, and nothing that names the task.
@@ -186,7 +186,10 @@ def test_a_squatted_file_name_or_a_lock_held_forever_does_not_stop_placement(
     procs.extend([their["pid"], their["holder"]])
     assert their["claimed"] and their["bound"] and their["locked"] == "locked"
     assert squatted.read_text() == "not yours"
-    assert Path(f"{squatted}.1").stat().st_uid == uid  # their claim went next door
+    # Their claims went to a file of their own (a fresh name each write: none to squat).
+    theirs = [p for p in base.glob(f"meow-ledger-{SCOPE}.u{uid}.victim.*")
+              if p.stat().st_uid == uid]
+    assert len(theirs) == 1 and "6000" in theirs[0].read_text()
     root = FileLedger(base, SCOPE, "root-home", lock_timeout=0.2)
     assert [(c.user, c.mib) for c in root.others()] == [(USER, 6000)]
     result = root.claim([Claim("1.1", 0, 6000)], {0: GPU})

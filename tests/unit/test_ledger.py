@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -232,7 +233,13 @@ def test_files_hold_no_task_details_and_go_when_empty(tmp_path: Path, spawn):
     assert a.claim([Claim("train-secret-name", 0, 12000)], {0: GPU})
     a.bind("train-secret-name", spawn().pid)
     [name] = ledger_files(tmp_path)
-    assert name == f"meow-ledger-{SCOPE}.u{os.getuid()}.home-a"
+    stem = f"meow-ledger-{SCOPE}.u{os.getuid()}.home-a."
+    assert name.startswith(stem) and re.fullmatch("[0-9a-f]{12}", name.removeprefix(stem))
+    assert a.claim([Claim("another", 0, 1000)], {0: GPU - 12000})
+    [renamed] = ledger_files(tmp_path)  # each write a fresh name; the old file is gone
+    assert renamed != name and renamed.startswith(stem)
+    a.release("another")
+    [name] = ledger_files(tmp_path)
     path = tmp_path / name
     assert path.stat().st_mode & 0o777 == 0o644
     assert b"secret" not in path.read_bytes()
