@@ -77,7 +77,7 @@ def default_executors(on_exit: ExitCallback, c: Controller) -> dict[str, Executo
     found: dict[str, Executor] = {"local": LocalExecutor(
         on_exit, cgroups=Cgroups.detect(_namespace(c.paths)), tracked=c.monitor.known,
         kill_grace=lambda: c.settings.kill_grace,
-        kill_leftovers=lambda: c.settings.kill_leftovers)}
+        kill_leftovers=lambda: c.settings.kill_leftovers, batch=c.store.transaction)}
     if shutil.which("sbatch"):
         s = c.settings
         found["slurm"] = SlurmExecutor(on_exit, partition=s.slurm_partition or None,

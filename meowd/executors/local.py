@@ -16,11 +16,13 @@ so the task's GPUs are never handed on while its leftovers still hold them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import select
 import signal
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,6 +134,7 @@ class LocalExecutor:
         tracked: Callable[[int], dict[int, float]] = lambda task_id: {},
         kill_grace: Callable[[], float] = lambda: 10.0,
         kill_leftovers: Callable[[], bool] = lambda: True,
+        batch: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._on_exit = on_exit
@@ -141,6 +144,9 @@ class LocalExecutor:
         self._kill_grace = kill_grace
         self._kill_leftovers = kill_leftovers
         self._watches: dict[int, _Watch] = {}
+        self._batch = batch
+        """Around the exits reported together (the store's transaction: one commit)."""
+        self._ended: list[tuple[int, Exit]] = []
 
     # -- start and adopt -----------------------------------------------------------------
     def start(self, launch: Launch) -> Handle:
@@ -290,7 +296,20 @@ class LocalExecutor:
             leftovers = len([p for p in watch.leftovers if p > 0]) or leftovers
         if watch.signalled:  # its whole tree was being stopped: nothing was left behind
             leftovers = 0
-        self._on_exit(task_id, Exit(watch.code, leftovers=leftovers, host_oom=host_oom))
+        # Exits seen in one turn of the loop (pidfds that polled readable together) are
+        # reported together, right after it: one commit for all of them.
+        self._ended.append((task_id, Exit(watch.code, leftovers=leftovers, host_oom=host_oom)))
+        if len(self._ended) == 1:
+            self._loop.call_soon(self._deliver)
+
+    def _deliver(self) -> None:
+        ended, self._ended = self._ended, []
+        with self._batch():
+            for task_id, exit in ended:
+                try:
+                    self._on_exit(task_id, exit)
+                except Exception:  # one bad report must not drop the others' ends
+                    log.exception("task %d: reporting its exit failed", task_id)
 
     # -- signals -------------------------------------------------------------------------
     def signal(self, task_id: int, sig: int) -> bool:
@@ -344,6 +363,8 @@ class LocalExecutor:
 
     def detach_all(self) -> None:
         """Stop watching (daemon shutdown); the processes keep running."""
+        if self._ended:
+            self._deliver()
         for watch in self._watches.values():
             if watch.draining is not None:
                 watch.draining.cancel()
