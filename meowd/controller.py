@@ -117,6 +117,7 @@ class Controller(Creating, Commands, Starting, Sampling):
         self._last_prune = 0.0
         self._jobs: set[asyncio.Task[None]] = set()
         self._to_bind: dict[str, int] = {}
+        self._binding = False
         """Ledger keys to bind to their task's process after this pass's starts."""
         self.ledger = ledger if ledger is not None else default_ledger(paths, settings, backend)
         """Every meowd's GPU memory claims on this machine: two queues never book one MiB."""

@@ -86,7 +86,7 @@ class Starting:
                 run = self.running[task.id]
                 try:
                     launch = self._launch(task, attempt)
-                    if hasattr(run.executor, "start_async"):  # sbatch: off the pass
+                    if hasattr(run.executor, "start_async"):  # spawn, sbatch: off the pass
                         run.starting = True
                         self._background(self._start_async(task, run, launch))
                         continue
@@ -200,12 +200,20 @@ class Starting:
             return
         with self.store.transaction():
             self._started(task, run.attempt, handle)
+        if self._to_bind and not self._binding:
+            # Starts that complete in one turn of the loop bind with one ledger write.
+            self._binding = True
+            asyncio.get_running_loop().call_soon(self._bind_started)
+        if run.intent is not None:  # stopped while it was being started
+            intent, run.intent = run.intent, None
+            self._terminate(task, intent, signal.SIGTERM)
+        self.bump(task.id)
+
+    def _bind_started(self) -> None:
+        self._binding = False
         if self._to_bind:
             self.ledger.bind_all(self._to_bind)
             self._to_bind.clear()
-        if run.intent is not None:  # stopped while it was being submitted
-            run.executor.signal(task.id, signal.SIGTERM)
-        self.bump(task.id)
 
     def _background(self, coro: Any) -> None:
         job = asyncio.get_running_loop().create_task(coro)
@@ -214,7 +222,8 @@ class Starting:
 
     def _launch(self, task: Task, attempt: Attempt) -> Launch:
         home = self.task_home(task)
-        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if task.executor != "local":  # the local executor makes it off the loop
+            home.mkdir(parents=True, exist_ok=True, mode=0o700)
         visible = ",".join(map(str, task.devices))
         env = {
             **self.store.get_env(task.env_hash),

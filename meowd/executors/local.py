@@ -151,6 +151,23 @@ class LocalExecutor:
     # -- start and adopt -----------------------------------------------------------------
     def start(self, launch: Launch) -> Handle:
         """Start the attempt; raises StartError without leaving anything behind."""
+        return self._watch_spawned(launch, *self._spawn(launch))
+
+    async def start_async(self, launch: Launch) -> Handle:
+        """`start` with its blocking part in a worker thread: posix_spawn returns only
+        once the child has exec'd, and a cgroup's mkdir is slow, which held the loop for
+        milliseconds per task (every other exit, request and start waited)."""
+        spawned = await self._loop.run_in_executor(None, self._spawn, launch)
+        return self._watch_spawned(launch, *spawned)
+
+    def _spawn(self, launch: Launch) -> tuple[int, float, Path | None]:
+        """The blocking part of a start (thread-safe: it touches no executor state):
+        the attempt's directory and cgroup, the spawn. (pid, start time, cgroup)."""
+        try:
+            os.makedirs(os.path.dirname(launch.exit_file), mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise StartError(f"cannot create {os.path.dirname(launch.exit_file)}: "
+                             f"{exc.strerror}") from None
         group = None
         if self._cgroups is not None:
             group = self._cgroups.create(cgroup_name(launch.task_id, launch.exit_file))
@@ -175,9 +192,13 @@ class LocalExecutor:
             if group is not None:
                 cgroups.remove(group)
             raise StartError(str(exc) or type(exc).__name__) from None
+        return pid, process_create_time(pid) or 0.0, group
+
+    def _watch_spawned(self, launch: Launch, pid: int, started: float,
+                       group: Path | None) -> Handle:
         self._register(launch.task_id, _Watch(pid, os.pidfd_open(pid), launch.exit_file,
                                               True, group))
-        return Handle(pid=pid, create_time=process_create_time(pid) or 0.0)
+        return Handle(pid=pid, create_time=started)
 
     def adopt(self, task_id: int, handle: Handle, exit_file: str) -> bool:
         """Watch an attempt started by an earlier daemon. False when that process is gone
@@ -290,8 +311,8 @@ class LocalExecutor:
         host_oom = False
         if watch.cgroup is not None:
             host_oom = cgroups.oom_killed(watch.cgroup)
-            if stopped:
-                cgroups.remove(watch.cgroup)
+            if stopped:  # (an rmdir right after the last exit can take a millisecond)
+                self._loop.run_in_executor(None, cgroups.remove, watch.cgroup)
         if leftovers:
             leftovers = len([p for p in watch.leftovers if p > 0]) or leftovers
         if watch.signalled:  # its whole tree was being stopped: nothing was left behind
