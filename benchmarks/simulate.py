@@ -24,7 +24,10 @@ Durations do not stretch when tasks share a GPU (the model knows memory, not com
 The lower bound is honest for any schedule: max over t of (t - first arrival) + the work
 arriving from t on / GPUs, where a task's work on a GPU is counted with a dual-feasible
 weight of its memory share (a task over half a card cannot share it with another), and
-never less than any task's arrival + runtime.
+never less than any task's arrival + runtime. A second bound (`wait_bound`) says what
+bounding the widest jobs' waits costs the others: the least mean wait of any schedule
+whose widest jobs wait no longer than a given policy's (guard's in the report; per
+policy in --json as mean_wait_bound_h), for any order and for arrival order.
 
     python benchmarks/simulate.py            # five traces; history estimates and 3x limits
     python benchmarks/simulate.py --scale    # also 100,000 tasks on 1,000 GPUs (meow)
@@ -42,7 +45,10 @@ import json
 import random
 import sys
 import time
+from bisect import bisect_right, insort
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from itertools import accumulate
 
 from meowd.core import estimates
 from meowd.core.estimates import Estimate
@@ -268,6 +274,103 @@ def lower_bound(jobs: list[Job], totals: list[int], knobs: Knobs = Knobs()) -> f
     return best
 
 
+def _weights(jobs: list[Job], totals: list[int]) -> list[tuple[float, Callable[[Job], float]]]:
+    """The dual-feasible memory weights of `lower_bound`: for each eps, f(share)."""
+    biggest = max(totals)
+    shares = [min(1.0, j.mib / biggest) for j in jobs]
+    epsilons = {0.0} | {min(0.5, 1 - x + 1e-9) for x in shares if x > 0.5}
+
+    def weight(eps: float) -> Callable[[Job], float]:
+        def f(job: Job) -> float:
+            x = min(1.0, job.mib / biggest)
+            return 1.0 if x > 1 - eps else (x if x >= eps else 0.0)
+        return f
+    return [(eps, weight(eps)) for eps in sorted(epsilons)]
+
+
+def wait_bound(jobs: list[Job], totals: list[int], big_wait: float,
+               knobs: Knobs = Knobs(), in_order: bool = False, step: float = 120.0) -> float:
+    """A mean wait no schedule can beat if none of its widest ("big") jobs waits longer
+    than `big_wait` seconds: the price of bounding big jobs' waits, paid by the others.
+
+    Honest for any schedule, clairvoyant ones included. Weigh a task's use of one GPU
+    with f(its memory share) as in `lower_bound` (whatever runs on a card at one instant
+    weighs at most 1). By time t a big job that arrived at a has run at least
+    min(runtime, t - a - big_wait) (it started by a + big_wait), so the other tasks had
+    at most GPUs x (t - t0) minus that work to finish in; the most of them that can have
+    ended by t is the count of the smallest works that fit (shortest first, any order of
+    arrival), plus at most (GPUs - what big jobs that must be running then weigh) /
+    (least weight) running. Whoever arrived and has not started waits: the mean wait is
+    at least the integral of (arrived - could have started) over all tasks, taken on a
+    `step` grid by its lower envelope.
+
+    `in_order`: only for schedules that start the other tasks in arrival order (FIFO,
+    as a lab expects within a priority): the first m have started, at most
+    GPUs / (least weight) of them run, so the rest ended: their smallest works fit."""
+    jobs = with_limits(jobs, knobs)
+    widest = max(j.gpus for j in jobs)
+    bigs = [j for j in jobs if j.gpus == widest]
+    small = [j for j in jobs if j.gpus != widest]
+    if not small:
+        return 0.0
+    t0, gpus = min(j.arrival for j in jobs), len(totals)
+    best = 0.0
+    for _, f in _weights(jobs, totals):
+        least = min(j.gpus * f(j) for j in small)
+        if least == 0:
+            continue  # tasks that weigh nothing could all run at once: no bound
+        arrivals = sorted(j.arrival for j in small)
+        queue = [j.gpus * f(j) * j.runtime for j in sorted(small, key=lambda j: j.arrival)]
+        first: list[float] = []  # the works of the first m started, sorted
+        first_sum = 0.0
+        ends = sorted((j.arrival + j.runtime, j.gpus * f(j) * j.runtime) for j in small)
+        big = sorted((j.arrival + big_wait, j.runtime, j.gpus * f(j)) for j in bigs)
+        last = max(max(s + p for s, p, _ in big), arrivals[-1])
+        works: list[float] = []
+        sums: list[float] = []
+        waiting = 0.0
+        t, n_arrived, n_ends, n_big = t0, 0, 0, 0
+        active: list[tuple[float, float, float]] = []  # big jobs that must have started
+        big_ended = 0.0  # the work of those that must have ended
+        while True:
+            while n_arrived < len(arrivals) and arrivals[n_arrived] <= t:
+                n_arrived += 1
+            later = t + step
+            if n_ends < len(ends) and ends[n_ends][0] <= later:
+                while n_ends < len(ends) and ends[n_ends][0] <= later:
+                    insort(works, ends[n_ends][1])
+                    n_ends += 1
+                sums = list(accumulate(works))
+            while n_big < len(big) and big[n_big][0] <= t:
+                active.append(big[n_big])
+                n_big += 1
+            big_ended += sum(w * p for s, p, w in active if t - s >= p)
+            active = [b for b in active if t - b[0] < b[1]]
+            big_done = big_ended + sum(w * (t - s) for s, _, w in active)
+            capacity = gpus * (later - t0) - big_done
+            # Big jobs that run all through [t, later) whatever their start leave less
+            # room for running others.
+            forced = sum(w for s, p, w in active if s - big_wait + p >= later)
+            most = max(0, int((gpus - forced) / least + 1e-9))
+            done = bisect_right(sums, capacity)
+            queued = n_arrived - min(len(arrivals), done + most)
+            if in_order:  # both hold
+                while len(first) < n_arrived:
+                    work = queue[len(first)]
+                    longest = sum(sorted([*first[-most:], work])[-most:]) if most else 0.0
+                    if first_sum + work - longest > capacity:
+                        break
+                    insort(first, work)
+                    first_sum += work
+                queued = max(queued, n_arrived - len(first))
+            waiting += max(0.0, queued) * step
+            if t >= last and queued <= 0:
+                break
+            t = later
+        best = max(best, waiting / len(jobs))
+    return best
+
+
 # -- traces ---------------------------------------------------------------------------------
 Trace = tuple[str, list[Job], list[int]]
 
@@ -403,12 +506,21 @@ def report(trace: Trace, policies: list[str], knobs: Knobs) -> None:
               f"{hours(r.max_wait):>9} {hours(r.max_wait_big):>10} {r.gpu_util:>8.1%} "
               f"{r.mem_util:>8.1%} {r.passes:>7} {r.wall:>6.2f}s")
     print(f"  lower bound: makespan >= {hours(bound)}")
+    if "guard" in results:
+        w = results["guard"].max_wait_big or 0.0
+        print(f"  lower bound: mean wait >= {hours(wait_bound(jobs, totals, w, knobs))} "
+              f"(any order), >= {hours(wait_bound(jobs, totals, w, knobs, in_order=True))} "
+              f"(the others in arrival order) if no {widest}-GPU job waits over guard's "
+              f"{hours(w)}")
 
 
 def as_json(trace: Trace, policies: list[str], knobs: Knobs) -> dict:
     bound, results = run(trace, policies, knobs)
+    _, jobs, totals = trace
     return {"lower_bound_h": bound / 3600,
-            "policies": {p: r.to_json() for p, r in results.items()}}
+            "policies": {p: r.to_json() for p, r in results.items()},
+            "mean_wait_bound_h": {p: wait_bound(jobs, totals, r.max_wait_big or 0.0, knobs) / 3600
+                                  for p, r in results.items()}}
 
 
 def main(argv: list[str] | None = None) -> None:
