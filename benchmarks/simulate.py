@@ -275,7 +275,8 @@ def lower_bound(jobs: list[Job], totals: list[int], knobs: Knobs = Knobs()) -> f
 
 
 def _weights(jobs: list[Job], totals: list[int]) -> list[tuple[float, Callable[[Job], float]]]:
-    """The dual-feasible memory weights of `lower_bound`: for each eps, f(share)."""
+    """The dual-feasible memory weights of `lower_bound`: for each eps, f(share), for the
+    eps that weigh some of these jobs whole (each f is a valid weight; these matter)."""
     biggest = max(totals)
     shares = [min(1.0, j.mib / biggest) for j in jobs]
     epsilons = {0.0} | {min(0.5, 1 - x + 1e-9) for x in shares if x > 0.5}
@@ -289,18 +290,20 @@ def _weights(jobs: list[Job], totals: list[int]) -> list[tuple[float, Callable[[
 
 
 def wait_bound(jobs: list[Job], totals: list[int], big_wait: float,
-               knobs: Knobs = Knobs(), in_order: bool = False, step: float = 120.0) -> float:
+               knobs: Knobs = Knobs(), in_order: bool = False, step: float = 15.0) -> float:
     """A mean wait no schedule can beat if none of its widest ("big") jobs waits longer
     than `big_wait` seconds: the price of bounding big jobs' waits, paid by the others.
 
     Honest for any schedule, clairvoyant ones included. Weigh a task's use of one GPU
     with f(its memory share) as in `lower_bound` (whatever runs on a card at one instant
-    weighs at most 1). By time t a big job that arrived at a has run at least
-    min(runtime, t - a - big_wait) (it started by a + big_wait), so the other tasks had
-    at most GPUs x (t - t0) minus that work to finish in; the most of them that can have
-    ended by t is the count of the smallest works that fit (shortest first, any order of
-    arrival), plus at most (GPUs - what big jobs that must be running then weigh) /
-    (least weight) running. Whoever arrived and has not started waits: the mean wait is
+    weighs at most 1). A big job that arrived at a started in [a, a + big_wait], so by
+    time t it has run at least min(runtime, t - a - big_wait) and at most
+    min(runtime, t - a). The other tasks that ended by t got, for any s <= t, at most
+    their work that arrived by s plus GPUs x (t - s) less the big work that must fall in
+    [s, t] (s = t0: GPUs x (t - t0) less the big work done by t). The most of them that
+    can have ended by t is the count of the smallest works that fit (shortest first, any
+    order of arrival), plus at most (GPUs - what big jobs that must be running then
+    weigh) / (least weight) running. Whoever arrived and has not started waits: the mean wait is
     at least the integral of (arrived - could have started) over all tasks, taken on a
     `step` grid by its lower envelope.
 
@@ -315,7 +318,7 @@ def wait_bound(jobs: list[Job], totals: list[int], big_wait: float,
         return 0.0
     t0, gpus = min(j.arrival for j in jobs), len(totals)
     best = 0.0
-    for _, f in _weights(jobs, totals):
+    for _, f in _weights(small, totals):
         least = min(j.gpus * f(j) for j in small)
         if least == 0:
             continue  # tasks that weigh nothing could all run at once: no bound
@@ -332,9 +335,18 @@ def wait_bound(jobs: list[Job], totals: list[int], big_wait: float,
         t, n_arrived, n_ends, n_big = t0, 0, 0, 0
         active: list[tuple[float, float, float]] = []  # big jobs that must have started
         big_ended = 0.0  # the work of those that must have ended
+        came = sorted((j.arrival, j.runtime, j.gpus * f(j)) for j in bigs)
+        arrived_big: list[tuple[float, float, float]] = []  # big jobs that may have started
+        big_arrived_done, n_came, small_work, slack = 0.0, 0, 0.0, -gpus * t0
         while True:
             while n_arrived < len(arrivals) and arrivals[n_arrived] <= t:
+                small_work += queue[n_arrived]
                 n_arrived += 1
+            while n_came < len(came) and came[n_came][0] <= t:
+                arrived_big.append(came[n_came])
+                n_came += 1
+            big_arrived_done += sum(w * p for a, p, w in arrived_big if t - a >= p)
+            arrived_big = [b for b in arrived_big if t - b[0] < b[1]]
             later = t + step
             if n_ends < len(ends) and ends[n_ends][0] <= later:
                 while n_ends < len(ends) and ends[n_ends][0] <= later:
@@ -347,7 +359,11 @@ def wait_bound(jobs: list[Job], totals: list[int], big_wait: float,
             big_ended += sum(w * p for s, p, w in active if t - s >= p)
             active = [b for b in active if t - b[0] < b[1]]
             big_done = big_ended + sum(w * (t - s) for s, _, w in active)
-            capacity = gpus * (later - t0) - big_done
+            # Work on the others by `later`: what had arrived by some s <= t, plus
+            # GPUs x (later - s) less the big work that must fall in between.
+            big_most = big_arrived_done + sum(w * min(p, t - a) for a, p, w in arrived_big)
+            slack = min(slack, small_work - gpus * t + big_most)
+            capacity = gpus * later - big_done + slack
             # Big jobs that run all through [t, later) whatever their start leave less
             # room for running others.
             forced = sum(w for s, p, w in active if s - big_wait + p >= later)
