@@ -31,6 +31,7 @@ policy in --json as mean_wait_bound_h), for any order and for arrival order.
 
     python benchmarks/simulate.py            # five traces; history estimates and 3x limits
     python benchmarks/simulate.py --scale    # also 100,000 tasks on 1,000 GPUs (meow)
+    python benchmarks/simulate.py --frontier # meow with reservations delayed 0..10 h
     python benchmarks/simulate.py --trace FILE.csv --gpus 8x80GiB --json
       (CSV header: submit_s,gpus,mem_mib,runtime_s,time_limit_s,priority,name;
        time_limit_s, priority and name may be empty)
@@ -530,6 +531,33 @@ def report(trace: Trace, policies: list[str], knobs: Knobs) -> None:
               f"{hours(w)}")
 
 
+FRONTIER_H = (0, 1, 2, 4, 6, 8, 10)
+
+
+def frontier(trace: Trace, knobs: Knobs) -> None:
+    """One family of policies, meow with `reserve_after` from 0 to 10 h: a big task
+    that waits longer before it gets its reservation lets others pass for longer. Each
+    point is marked with the targets it meets: makespan <= 1.01x fifo's (M), mean wait
+    <= 1.1x fifo's (W), widest tasks' longest wait <= guard's (B)."""
+    name, jobs, totals = trace
+    fifo, guard = (simulate(jobs, totals, p, knobs) for p in ("fifo", "guard"))
+    print(f"\n{name}; {knobs.describe()}: makespan / mean wait / widest wait, targets "
+          f"<= {hours(1.01 * fifo.makespan)} / {hours(1.1 * fifo.mean_wait)} / "
+          f"{hours(guard.max_wait_big)}")
+    for h in FRONTIER_H:
+        key = f"reserve_after={h}h"
+        POLICIES[key] = Policy(reserve_after=h * 3600.0)
+        try:
+            r = simulate(jobs, totals, key, knobs)
+        finally:
+            del POLICIES[key]
+        met = "".join(c if ok else "." for c, ok in (
+            ("M", r.makespan <= 1.01 * fifo.makespan), ("W", r.mean_wait <= 1.1 * fifo.mean_wait),
+            ("B", (r.max_wait_big or 0) <= (guard.max_wait_big or 0))))
+        print(f"  reserve_after {h:>2}h {hours(r.makespan):>9} {hours(r.mean_wait):>7} "
+              f"{hours(r.max_wait_big):>7}  {met}")
+
+
 def as_json(trace: Trace, policies: list[str], knobs: Knobs) -> dict:
     bound, results = run(trace, policies, knobs)
     _, jobs, totals = trace
@@ -553,6 +581,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=Knobs.seed)
     parser.add_argument("--policies", default=",".join(POLICIES),
                         help=f"comma-separated, of {', '.join(POLICIES)}")
+    parser.add_argument("--frontier", action="store_true",
+                        help="instead: meow with reserve_after 0..10 h against the targets")
     parser.add_argument("--scale", action="store_true",
                         help="also run 100,000 tasks on 1,000 GPUs with meow's policy")
     args = parser.parse_args(argv)
@@ -572,6 +602,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     variants = [knobs] if args.limits is not None else [knobs, replace(knobs, limits=3.0)]
     traces = [make() for make in TRACES]
+    if args.frontier:
+        for k in variants:
+            for trace in traces:
+                frontier(trace, k)
+        return
     if args.json:
         out = {name: {k.describe(): as_json((name, jobs, totals), policies, k)
                       for k in variants} for name, jobs, totals in traces}
