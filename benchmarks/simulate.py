@@ -295,22 +295,24 @@ def wait_bound(jobs: list[Job], totals: list[int], big_wait: float,
     """A mean wait no schedule can beat if none of its widest ("big") jobs waits longer
     than `big_wait` seconds: the price of bounding big jobs' waits, paid by the others.
 
-    Honest for any schedule, clairvoyant ones included. Weigh a task's use of one GPU
-    with f(its memory share) as in `lower_bound` (whatever runs on a card at one instant
-    weighs at most 1). A big job that arrived at a started in [a, a + big_wait], so by
-    time t it has run at least min(runtime, t - a - big_wait) and at most
-    min(runtime, t - a). The other tasks that ended by t got, for any s <= t, at most
-    their work that arrived by s plus GPUs x (t - s) less the big work that must fall in
-    [s, t] (s = t0: GPUs x (t - t0) less the big work done by t). The most of them that
-    can have ended by t is the count of the smallest works that fit (shortest first, any
-    order of arrival), plus at most (GPUs - what big jobs that must be running then
-    weigh) / (least weight) running. Whoever arrived and has not started waits: the mean wait is
-    at least the integral of (arrived - could have started) over all tasks, taken on a
-    `step` grid by its lower envelope.
+    Honest for any schedule, clairvoyant ones included:
+    - weigh a task's use of one GPU with f(its memory share) as in `lower_bound`: what
+      runs on one card at one instant weighs at most 1, so GPUs per second in all;
+    - a big job that arrived at a started in [a, a + big_wait]: by time t it has run at
+      least min(runtime, t - a - big_wait) and at most min(runtime, t - a);
+    - the other tasks that ended by T ran, for any s <= T, at most what they could have
+      run by s (from their arrivals) plus GPUs x (T - s) less the big work that must
+      fall in [s, T]. At most the count of their smallest works that fit in that (any
+      order of arrival) ended, and at most (GPUs - the big jobs that must be running
+      then) / (least weight) run;
+    - whoever arrived and has not started waits: the mean wait is at least the integral
+      of (arrived - could have started), over all tasks, on a `step` grid by its lower
+      envelope.
 
     `in_order`: only for schedules that start the other tasks in arrival order (FIFO,
-    as a lab expects within a priority): the first m have started, at most
-    GPUs / (least weight) of them run, so the rest ended: their smallest works fit."""
+    as a lab expects within a priority): the first m have started, at most that many
+    of them run, so the rest ended: the smallest works of the first m, less that many,
+    fit."""
     jobs = with_limits(jobs, knobs)
     widest = max(j.gpus for j in jobs)
     bigs = [j for j in jobs if j.gpus == widest]
@@ -338,10 +340,13 @@ def wait_bound(jobs: list[Job], totals: list[int], big_wait: float,
         big_ended = 0.0  # the work of those that must have ended
         came = sorted((j.arrival, j.runtime, j.gpus * f(j)) for j in bigs)
         arrived_big: list[tuple[float, float, float]] = []  # big jobs that may have started
-        big_arrived_done, n_came, small_work, slack = 0.0, 0, 0.0, -gpus * t0
+        big_arrived_done, n_came, slack = 0.0, 0, -gpus * t0
+        by_arrival = sorted((j.arrival, j.runtime, j.gpus * f(j)) for j in small)
+        small_running: list[tuple[float, float, float]] = []  # may still be running
+        small_ended = 0.0  # the work of those that may have ended
         while True:
             while n_arrived < len(arrivals) and arrivals[n_arrived] <= t:
-                small_work += queue[n_arrived]
+                small_running.append(by_arrival[n_arrived])
                 n_arrived += 1
             while n_came < len(came) and came[n_came][0] <= t:
                 arrived_big.append(came[n_came])
@@ -363,7 +368,10 @@ def wait_bound(jobs: list[Job], totals: list[int], big_wait: float,
             # Work on the others by `later`: what had arrived by some s <= t, plus
             # GPUs x (later - s) less the big work that must fall in between.
             big_most = big_arrived_done + sum(w * min(p, t - a) for a, p, w in arrived_big)
-            slack = min(slack, small_work - gpus * t + big_most)
+            small_ended += sum(w * p for a, p, w in small_running if t - a >= p)
+            small_running = [j for j in small_running if t - j[0] < j[1]]
+            small_most = small_ended + sum(w * (t - a) for a, _, w in small_running)
+            slack = min(slack, small_most - gpus * t + big_most)
             capacity = gpus * later - big_done + slack
             # Big jobs that run all through [t, later) whatever their start leave less
             # room for running others.
