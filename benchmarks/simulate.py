@@ -24,10 +24,14 @@ Durations do not stretch when tasks share a GPU (the model knows memory, not com
 The lower bound is honest for any schedule: max over t of (t - first arrival) + the work
 arriving from t on / GPUs, where a task's work on a GPU is counted with a dual-feasible
 weight of its memory share (a task over half a card cannot share it with another), and
-never less than any task's arrival + runtime.
+never less than any task's arrival + runtime. A second bound (`wait_bound`) says what
+bounding the widest jobs' waits costs the others: the least mean wait of any schedule
+whose widest jobs wait no longer than a given policy's (guard's in the report; per
+policy in --json as mean_wait_bound_h), for any order and for arrival order.
 
     python benchmarks/simulate.py            # five traces; history estimates and 3x limits
     python benchmarks/simulate.py --scale    # also 100,000 tasks on 1,000 GPUs (meow)
+    python benchmarks/simulate.py --frontier # meow with reservations delayed 0..10 h
     python benchmarks/simulate.py --trace FILE.csv --gpus 8x80GiB --json
       (CSV header: submit_s,gpus,mem_mib,runtime_s,time_limit_s,priority,name;
        time_limit_s, priority and name may be empty)
@@ -42,7 +46,10 @@ import json
 import random
 import sys
 import time
+from bisect import bisect_right, insort
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from itertools import accumulate
 
 from meowd.core import estimates
 from meowd.core.estimates import Estimate
@@ -268,6 +275,127 @@ def lower_bound(jobs: list[Job], totals: list[int], knobs: Knobs = Knobs()) -> f
     return best
 
 
+def _weights(jobs: list[Job], totals: list[int]) -> list[tuple[float, Callable[[Job], float]]]:
+    """The dual-feasible memory weights of `lower_bound`: for each eps, f(share), for the
+    eps that weigh some of these jobs whole (each f is a valid weight; these matter)."""
+    biggest = max(totals)
+    shares = [min(1.0, j.mib / biggest) for j in jobs]
+    epsilons = {0.0} | {min(0.5, 1 - x + 1e-9) for x in shares if x > 0.5}
+
+    def weight(eps: float) -> Callable[[Job], float]:
+        def f(job: Job) -> float:
+            x = min(1.0, job.mib / biggest)
+            return 1.0 if x > 1 - eps else (x if x >= eps else 0.0)
+        return f
+    return [(eps, weight(eps)) for eps in sorted(epsilons)]
+
+
+def wait_bound(jobs: list[Job], totals: list[int], big_wait: float,
+               knobs: Knobs = Knobs(), in_order: bool = False, step: float = 15.0) -> float:
+    """A mean wait no schedule can beat if none of its widest ("big") jobs waits longer
+    than `big_wait` seconds: the price of bounding big jobs' waits, paid by the others.
+
+    Honest for any schedule, clairvoyant ones included:
+    - weigh a task's use of one GPU with f(its memory share) as in `lower_bound`: what
+      runs on one card at one instant weighs at most 1, so GPUs per second in all;
+    - a big job that arrived at a started in [a, a + big_wait]: by time t it has run at
+      least min(runtime, t - a - big_wait) and at most min(runtime, t - a);
+    - the other tasks that ended by T ran, for any s <= T, at most what they could have
+      run by s (from their arrivals) plus GPUs x (T - s) less the big work that must
+      fall in [s, T]. At most the count of their smallest works that fit in that (any
+      order of arrival) ended, and at most (GPUs - the big jobs that must be running
+      then) / (least weight) run;
+    - whoever arrived and has not started waits: the mean wait is at least the integral
+      of (arrived - could have started), over all tasks, on a `step` grid by its lower
+      envelope.
+
+    `in_order`: only for schedules that start the other tasks in arrival order (FIFO,
+    as a lab expects within a priority): the first m have started, at most that many
+    of them run, so the rest ended: the smallest works of the first m, less that many,
+    fit."""
+    jobs = with_limits(jobs, knobs)
+    widest = max(j.gpus for j in jobs)
+    bigs = [j for j in jobs if j.gpus == widest]
+    small = [j for j in jobs if j.gpus != widest]
+    if not small:
+        return 0.0
+    t0, gpus = min(j.arrival for j in jobs), len(totals)
+    best = 0.0
+    for _, f in _weights(small, totals):
+        least = min(j.gpus * f(j) for j in small)
+        if least == 0:
+            continue  # tasks that weigh nothing could all run at once: no bound
+        arrivals = sorted(j.arrival for j in small)
+        queue = [j.gpus * f(j) * j.runtime for j in sorted(small, key=lambda j: j.arrival)]
+        first: list[float] = []  # the works of the first m started, sorted
+        first_sum = 0.0
+        ends = sorted((j.arrival + j.runtime, j.gpus * f(j) * j.runtime) for j in small)
+        big = sorted((j.arrival + big_wait, j.runtime, j.gpus * f(j)) for j in bigs)
+        last = max(max(s + p for s, p, _ in big), arrivals[-1])
+        works: list[float] = []
+        sums: list[float] = []
+        waiting = 0.0
+        t, n_arrived, n_ends, n_big = t0, 0, 0, 0
+        active: list[tuple[float, float, float]] = []  # big jobs that must have started
+        big_ended = 0.0  # the work of those that must have ended
+        came = sorted((j.arrival, j.runtime, j.gpus * f(j)) for j in bigs)
+        arrived_big: list[tuple[float, float, float]] = []  # big jobs that may have started
+        big_arrived_done, n_came, slack = 0.0, 0, -gpus * t0
+        by_arrival = sorted((j.arrival, j.runtime, j.gpus * f(j)) for j in small)
+        small_running: list[tuple[float, float, float]] = []  # may still be running
+        small_ended = 0.0  # the work of those that may have ended
+        while True:
+            while n_arrived < len(arrivals) and arrivals[n_arrived] <= t:
+                small_running.append(by_arrival[n_arrived])
+                n_arrived += 1
+            while n_came < len(came) and came[n_came][0] <= t:
+                arrived_big.append(came[n_came])
+                n_came += 1
+            big_arrived_done += sum(w * p for a, p, w in arrived_big if t - a >= p)
+            arrived_big = [b for b in arrived_big if t - b[0] < b[1]]
+            later = t + step
+            if n_ends < len(ends) and ends[n_ends][0] <= later:
+                while n_ends < len(ends) and ends[n_ends][0] <= later:
+                    insort(works, ends[n_ends][1])
+                    n_ends += 1
+                sums = list(accumulate(works))
+            while n_big < len(big) and big[n_big][0] <= t:
+                active.append(big[n_big])
+                n_big += 1
+            big_ended += sum(w * p for s, p, w in active if t - s >= p)
+            active = [b for b in active if t - b[0] < b[1]]
+            big_done = big_ended + sum(w * (t - s) for s, _, w in active)
+            # Work on the others by `later`: what had arrived by some s <= t, plus
+            # GPUs x (later - s) less the big work that must fall in between.
+            big_most = big_arrived_done + sum(w * min(p, t - a) for a, p, w in arrived_big)
+            small_ended += sum(w * p for a, p, w in small_running if t - a >= p)
+            small_running = [j for j in small_running if t - j[0] < j[1]]
+            small_most = small_ended + sum(w * (t - a) for a, _, w in small_running)
+            slack = min(slack, small_most - gpus * t + big_most)
+            capacity = gpus * later - big_done + slack
+            # Big jobs that run all through [t, later) whatever their start leave less
+            # room for running others.
+            forced = sum(w for s, p, w in active if s - big_wait + p >= later)
+            most = max(0, int((gpus - forced) / least + 1e-9))
+            done = bisect_right(sums, capacity)
+            queued = n_arrived - min(len(arrivals), done + most)
+            if in_order:  # both hold
+                while len(first) < n_arrived:
+                    work = queue[len(first)]
+                    longest = sum(sorted([*first[-most:], work])[-most:]) if most else 0.0
+                    if first_sum + work - longest > capacity:
+                        break
+                    insort(first, work)
+                    first_sum += work
+                queued = max(queued, n_arrived - len(first))
+            waiting += max(0.0, queued) * step
+            if t >= last and queued <= 0:
+                break
+            t = later
+        best = max(best, waiting / len(jobs))
+    return best
+
+
 # -- traces ---------------------------------------------------------------------------------
 Trace = tuple[str, list[Job], list[int]]
 
@@ -403,12 +531,48 @@ def report(trace: Trace, policies: list[str], knobs: Knobs) -> None:
               f"{hours(r.max_wait):>9} {hours(r.max_wait_big):>10} {r.gpu_util:>8.1%} "
               f"{r.mem_util:>8.1%} {r.passes:>7} {r.wall:>6.2f}s")
     print(f"  lower bound: makespan >= {hours(bound)}")
+    if "guard" in results:
+        w = results["guard"].max_wait_big or 0.0
+        print(f"  lower bound: mean wait >= {hours(wait_bound(jobs, totals, w, knobs))} "
+              f"(any order), >= {hours(wait_bound(jobs, totals, w, knobs, in_order=True))} "
+              f"(the others in arrival order) if no {widest}-GPU job waits over guard's "
+              f"{hours(w)}")
+
+
+FRONTIER_H = (0, 1, 2, 4, 6, 8, 10)
+
+
+def frontier(trace: Trace, knobs: Knobs) -> None:
+    """One family of policies, meow with `reserve_after` from 0 to 10 h: a big task
+    that waits longer before it gets its reservation lets others pass for longer. Each
+    point is marked with the targets it meets: makespan <= 1.01x fifo's (M), mean wait
+    <= 1.1x fifo's (W), widest tasks' longest wait <= guard's (B)."""
+    name, jobs, totals = trace
+    fifo, guard = (simulate(jobs, totals, p, knobs) for p in ("fifo", "guard"))
+    print(f"\n{name}; {knobs.describe()}: makespan / mean wait / widest wait, targets "
+          f"<= {hours(1.01 * fifo.makespan)} / {hours(1.1 * fifo.mean_wait)} / "
+          f"{hours(guard.max_wait_big)}")
+    for h in FRONTIER_H:
+        key = f"reserve_after={h}h"
+        POLICIES[key] = Policy(reserve_after=h * 3600.0)
+        try:
+            r = simulate(jobs, totals, key, knobs)
+        finally:
+            del POLICIES[key]
+        met = "".join(c if ok else "." for c, ok in (
+            ("M", r.makespan <= 1.01 * fifo.makespan), ("W", r.mean_wait <= 1.1 * fifo.mean_wait),
+            ("B", (r.max_wait_big or 0) <= (guard.max_wait_big or 0))))
+        print(f"  reserve_after {h:>2}h {hours(r.makespan):>9} {hours(r.mean_wait):>7} "
+              f"{hours(r.max_wait_big):>7}  {met}")
 
 
 def as_json(trace: Trace, policies: list[str], knobs: Knobs) -> dict:
     bound, results = run(trace, policies, knobs)
+    _, jobs, totals = trace
     return {"lower_bound_h": bound / 3600,
-            "policies": {p: r.to_json() for p, r in results.items()}}
+            "policies": {p: r.to_json() for p, r in results.items()},
+            "mean_wait_bound_h": {p: wait_bound(jobs, totals, r.max_wait_big or 0.0, knobs) / 3600
+                                  for p, r in results.items()}}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -425,6 +589,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=Knobs.seed)
     parser.add_argument("--policies", default=",".join(POLICIES),
                         help=f"comma-separated, of {', '.join(POLICIES)}")
+    parser.add_argument("--frontier", action="store_true",
+                        help="instead: meow with reserve_after 0..10 h against the targets")
     parser.add_argument("--scale", action="store_true",
                         help="also run 100,000 tasks on 1,000 GPUs with meow's policy")
     args = parser.parse_args(argv)
@@ -444,6 +610,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     variants = [knobs] if args.limits is not None else [knobs, replace(knobs, limits=3.0)]
     traces = [make() for make in TRACES]
+    if args.frontier:
+        for k in variants:
+            for trace in traces:
+                frontier(trace, k)
+        return
     if args.json:
         out = {name: {k.describe(): as_json((name, jobs, totals), policies, k)
                       for k in variants} for name, jobs, totals in traces}
