@@ -470,6 +470,11 @@ class Controller(Creating, Commands, Starting, Sampling):
             executor.detach_all()
         for run in self.running.values():
             run.cancel_timers()
+        try:  # ended tasks' entries go; running ones' claims stay bound to their processes
+            self.ledger.publish(None)
+            self.ledger.expire()
+        except Exception:
+            log.exception("GPU ledger: tidying at exit failed")
 
 
 def default_ledger(paths: Paths, settings: Settings, backend: DeviceBackend | None) -> Ledger:

@@ -445,19 +445,42 @@ def _decode(data: bytes, uid: int, name: str) -> _Record | None:
         return None
 
 
-class _Procs:
-    """Process lookups, cached for one evaluation."""
+ALIVE_FOR = 0.5
+"""Seconds one of this queue's own claim holders seen alive counts as alive without
+reading /proc again (two reads per claim per ledger operation were a third of the
+ledger's cost per task start). Own claims never limit this queue's placement, so this
+only keeps an ended task's entry in its file a moment longer; other queues' claims are
+always read afresh."""
 
-    def __init__(self) -> None:
+
+class _Procs:
+    """Process lookups, cached for one evaluation; `seen` (shared across evaluations)
+    remembers live processes for ALIVE_FOR seconds."""
+
+    def __init__(self, seen: dict[int, tuple[Proc, float]] | None = None) -> None:
         self._cache: dict[int, Proc | None] = {}
+        self._seen = seen
 
     def get(self, pid: int) -> Proc | None:
+        """The process now (never from `seen`: a bind must see the new task itself)."""
         if pid not in self._cache:
             self._cache[pid] = proc(pid)
         return self._cache[pid]
 
-    def alive(self, pid: int, ticks: int, uid: int | None) -> bool:
-        p = self.get(pid)
+    def alive(self, pid: int, ticks: int, uid: int | None, own: bool = False) -> bool:
+        if not own or self._seen is None:
+            p = self.get(pid)
+            return p is not None and p.ticks == ticks and (uid is None or p.uid == uid)
+        now = time.monotonic()
+        hit = self._seen.get(pid)
+        if hit is not None and hit[0].ticks == ticks and now - hit[1] < ALIVE_FOR:
+            p: Proc | None = hit[0]
+        else:
+            p = self.get(pid)
+            if p is not None:
+                if len(self._seen) > 4096:
+                    self._seen.clear()
+                self._seen[pid] = (p, now)
         return p is not None and p.ticks == ticks and (uid is None or p.uid == uid)
 
 
@@ -482,6 +505,7 @@ class _BaseLedger:
         self.yield_limit = YIELD_LIMIT
         self._mutex = threading.RLock()
         self._yielding: dict[int, tuple[float, tuple[Any, ...]]] = {}
+        self._seen: dict[int, tuple[Proc, float]] = {}
 
     # storage
     def _records(self) -> list[_Record]:
@@ -513,7 +537,8 @@ class _BaseLedger:
                 live.append(replace(record, claims=[], demand=None))
                 continue
             uid = record.uid if self.verify_uid else None
-            claims = [e for e in record.claims if procs.alive(e.pid, e.ticks, uid)]
+            own = self._mine(record)
+            claims = [e for e in record.claims if procs.alive(e.pid, e.ticks, uid, own)]
             demand = record.demand if procs.alive(*record.daemon, uid) else None
             live.append(replace(record, claims=claims, demand=demand))
         return live
@@ -576,7 +601,7 @@ class _BaseLedger:
                    gpu_processes: ProcessList | None = None, *,
                    waiting_since: Sequence[float | None] | None = None) -> list[ClaimResult]:
         with self._mutex, self._exclusive() as degraded:
-            procs = _Procs()
+            procs = _Procs(self._seen)
             records = self._live(self._records(), procs)
             foreign = self._foreign(records, procs, gpu_processes)
             free = dict(free_mib)
@@ -655,7 +680,7 @@ class _BaseLedger:
     def _rebind(self, items: list[tuple[str, int, list[Claim] | None]]) -> list[bool]:
         """Move each (key, pid, claims)'s claims to pid; with `claims`, (re)create them."""
         with self._mutex, self._exclusive():
-            procs = _Procs()
+            procs = _Procs(self._seen)
             own = self._own(self._live(self._records(), procs))
             results = []
             for key, pid, claims in items:

@@ -114,3 +114,23 @@ def test_a_killed_daemons_claim_lives_as_long_as_its_task(two: list[MeowEnv],
     b.wait_status("next", "done", timeout=30)
     a.start()
     assert a.wait_status("slow", "done")["exit_code"] == 0
+
+
+def test_a_daemon_that_exits_leaves_only_the_claims_of_tasks_still_running(
+        two: list[MeowEnv], shared: Path):
+    a, b = two
+    a.meow("create", "true", "-n", "short", "-M", "1000")
+    a.wait_status("short", "done")
+    b.meow("create", "sleep 60", "-n", "long", "-M", "2000")
+    b.wait_status("long", "running")
+    files = lambda: sorted(p.name for p in shared.glob("meow-ledger-*.u*"))  # noqa: E731
+    wait_for(lambda: len(files()) >= 1, what="b's ledger file")
+    a.meow("exit")
+    b.meow("exit")  # its task keeps running, and keeps its claim
+    [left] = files()
+    assert '"claims":[[' in (shared / left).read_text() and "2000" in (shared / left).read_text()
+    b.start()
+    b.meow("kill", "long")
+    b.wait_status("long", "killed")
+    b.meow("exit")
+    assert files() == []
