@@ -22,6 +22,7 @@ from typing import Any
 import msgpack
 
 from meowd.core.errors import StoreUnavailable
+from meowd.core.estimates import HISTORY_LENGTH
 from meowd.core.models import Task, TaskStatus, TaskUsage
 
 log = logging.getLogger("meowd.store")
@@ -449,12 +450,12 @@ class Store:
                     (key, runtime, time.time()))
 
     def runtimes(self) -> dict[str, list[float]]:
-        """The latest runtimes per key (at most 50 each), oldest first."""
+        """The latest runtimes per key (as many as estimates use), oldest first."""
         found: dict[str, list[float]] = {}
         for key, runtime in self._db.execute(
                 "SELECT key, runtime FROM (SELECT key, runtime, ts, row_number() OVER "
-                "(PARTITION BY key ORDER BY ts DESC) AS r FROM runtimes) WHERE r <= 50 "
-                "ORDER BY ts"):
+                "(PARTITION BY key ORDER BY ts DESC) AS r FROM runtimes) WHERE r <= ? "
+                "ORDER BY ts", (HISTORY_LENGTH,)):
             found.setdefault(key, []).append(runtime)
         return found
 
