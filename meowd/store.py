@@ -453,9 +453,9 @@ class Store:
         """The latest runtimes per key (as many as estimates use), oldest first."""
         found: dict[str, list[float]] = {}
         for key, runtime in self._db.execute(
-                "SELECT key, runtime FROM (SELECT key, runtime, ts, row_number() OVER "
-                "(PARTITION BY key ORDER BY ts DESC) AS r FROM runtimes) WHERE r <= ? "
-                "ORDER BY ts", (HISTORY_LENGTH,)):
+                "SELECT key, runtime FROM (SELECT key, runtime, ts, rowid AS n, row_number() "
+                "OVER (PARTITION BY key ORDER BY ts DESC, rowid DESC) AS r FROM runtimes) "
+                "WHERE r <= ? ORDER BY ts, n", (HISTORY_LENGTH,)):
             found.setdefault(key, []).append(runtime)
         return found
 
@@ -485,6 +485,13 @@ class Store:
             sql = "DELETE FROM envs WHERE hash NOT IN (SELECT env_hash FROM tasks)"
             counts["envs"] = self._db.execute(sql).rowcount
             self._ops.append((sql, (), False))  # type: ignore[union-attr]
+            # Runtimes beyond what estimates read (three rows per task that ended: the
+            # history must not grow with every task ever run).
+            sql = ("DELETE FROM runtimes WHERE rowid IN (SELECT n FROM (SELECT rowid AS n, "
+                   "row_number() OVER (PARTITION BY key ORDER BY ts DESC, rowid DESC) AS r "
+                   "FROM runtimes) WHERE r > ?)")
+            counts["runtimes"] = self._db.execute(sql, (HISTORY_LENGTH,)).rowcount
+            self._ops.append((sql, (HISTORY_LENGTH,), False))  # type: ignore[union-attr]
         live = {row[0] for row in self._db.execute("SELECT hash FROM envs")}
         self._envs = {k: v for k, v in self._envs.items() if k in live}
         return counts

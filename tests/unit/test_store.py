@@ -56,3 +56,17 @@ def test_round_trip_of_every_field(tmp_path: Path):
     store.insert_tasks([task])
     (loaded,) = store.load_tasks()
     assert loaded == task
+
+
+def test_prune_keeps_only_the_runtimes_estimates_read(tmp_path: Path):
+    from meowd.core.estimates import HISTORY_LENGTH
+
+    store = Store(tmp_path / "meow.db")
+    for n in range(HISTORY_LENGTH + 20):
+        store.record_runtime("a", float(n))
+    store.record_runtime("b", 1.0)
+    assert store.prune(before=0)["runtimes"] == 20
+    runtimes = store.runtimes()
+    assert runtimes["a"] == [float(n) for n in range(20, HISTORY_LENGTH + 20)]
+    assert runtimes["b"] == [1.0]
+    assert store._db.execute("SELECT count(*) FROM runtimes").fetchone()[0] == HISTORY_LENGTH + 1
