@@ -539,7 +539,7 @@ class _BaseLedger:
             uid = record.uid if self.verify_uid else None
             own = self._mine(record)
             claims = [e for e in record.claims if procs.alive(e.pid, e.ticks, uid, own)]
-            demand = record.demand if procs.alive(*record.daemon, uid) else None
+            demand = record.demand if procs.alive(*record.daemon, uid, own) else None
             live.append(replace(record, claims=claims, demand=demand))
         return live
 
@@ -773,6 +773,7 @@ class FileLedger(_BaseLedger):
         self._degraded_until = 0.0
         self._file: str | None = None
         """The name this daemon's claims were last written under (None: find out)."""
+        self._decoded: dict[tuple[Any, ...], _Record | None] = {}
 
     def __repr__(self) -> str:
         return f"FileLedger({self.base / self.prefix}*)"
@@ -815,17 +816,33 @@ class FileLedger(_BaseLedger):
         except OSError as exc:
             log.warning("cannot read the GPU ledger %s: %s", self.base, exc)
             return records
+        # A file unchanged since the last read (same inode, size, mtime and ctime: a write
+        # changes the ctime, which nobody can set) is not read and decoded again.
+        known, self._decoded = self._decoded, {}
         for name in names:
-            read = read_small(str(self.base / name))
-            if read is None:
+            path = os.path.join(self.base, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
                 continue
-            data, st = read
+            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FILE_BYTES:
+                continue
             if per_uid.get(st.st_uid, 0) >= MAX_FILES_PER_UID:
                 continue
             per_uid[st.st_uid] = per_uid.get(st.st_uid, 0) + 1
-            record = _decode(data, st.st_uid, name)
+            key = (name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_uid)
+            if key in known:
+                record = known[key]
+            else:
+                read = read_small(path)
+                if read is None:
+                    continue
+                data, st = read
+                record = _decode(data, st.st_uid, name)
+                key = (name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_uid)
+            self._decoded[key] = record
             if record is not None:
-                records.append(record)
+                records.append(replace(record, claims=list(record.claims)))
         return records
 
     def _store(self, record: _Record) -> None:
