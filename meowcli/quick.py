@@ -14,11 +14,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any
 
 from meowcli.errors import FAILED, report
 from meowd.core.errors import MeowError
 from meowd.core.framing import PROTOCOL_VERSION
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs this path start-up time
+    from typing import Any
 
 BULK = ("kill", "cancel", "resume", "retry", "remove")
 

@@ -3,8 +3,6 @@ durations (`90s`, `1d2h`, computed with in seconds)."""
 
 from __future__ import annotations
 
-import re
-
 from meowd.core.errors import BadRequest
 
 _SIZE = r"^\s*(\d+(?:\.\d+)?)\s*(mib|m|mb|gib|g|gb|tib|t|tb)?\s*$"
@@ -73,8 +71,8 @@ def format_mib(mib: int | float | None) -> str:
     return f"{mib}MiB"
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)", re.IGNORECASE)
-_DURATION = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*[wdhms]\s*)+$", re.IGNORECASE)
+_DURATION_PART = r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)"
+_DURATION = r"^\s*(?:\d+(?:\.\d+)?\s*[wdhms]\s*)+$"
 _SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
@@ -84,11 +82,13 @@ def parse_duration(text: str) -> float:
     try:
         seconds = float(stripped)
     except ValueError:
-        if not _DURATION.match(stripped):
+        import re  # only for units: `re` costs `meow create` start-up time
+
+        if not re.match(_DURATION, stripped, re.IGNORECASE):
             raise BadRequest(
                 f"invalid duration {text!r}: use e.g. 90s, 30m, 2h, 1d2h") from None
         seconds = sum(float(n) * _SECONDS[unit.lower()]
-                      for n, unit in _DURATION_PART.findall(stripped))
+                      for n, unit in re.findall(_DURATION_PART, stripped, re.IGNORECASE))
     if not 0 < seconds < 10 * 365 * 86400 or seconds != seconds:
         raise BadRequest(f"invalid duration {text!r}: must be more than 0 and under 10 years")
     return seconds
