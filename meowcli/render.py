@@ -132,16 +132,16 @@ def render_devices(result: dict[str, Any]) -> str:
 
 _PAST = {"kill": "killed", "cancel": "cancelled", "resume": "resumed", "remove": "removed",
          "retry": "requeued"}
-_RETRY_HINT = r"^(?P<name>.+): not cancelled \((?P<status>failed|killed|lost|timeout)\)$"
+_ENDED = ("failed", "killed", "lost", "timeout")
 
 
 def _retry_hint(op: str, no_op: list[str]) -> str:
     """After `meow resume` of tasks that ended: the command that runs them again."""
-    if op != "resume":
-        return ""
-    import re
-
-    ended = [m.group("name") for m in (re.match(_RETRY_HINT, line) for line in no_op) if m]
+    ended = []
+    for line in no_op if op == "resume" else ():
+        name, sep, status = line.rpartition(": not cancelled (")
+        if sep and name and status.endswith(")") and status[:-1] in _ENDED:
+            ended.append(name)
     if not ended:
         return ""
     if len(ended) == 1:
