@@ -42,16 +42,25 @@ def _parse(argv: list[str]) -> tuple[str, list[str], bool] | None:
 
 
 def _call(op: str, args: dict[str, Any], autostart: bool = True,
-          timeout: float | None = 60.0) -> Any:
-    from meowcli.autostart import open_or_start
-    from meowcli.connection import Connection
+          timeout: float | None = 60.0, then: tuple[str, ...] = ()) -> Any:
+    """The result of `op`; with `then`, a list: the results of `op` and of each op in
+    `then` (no arguments), asked on one connection."""
+    from meowcli.connection import Connection, NotRunning
 
-    message = {"v": PROTOCOL_VERSION, "op": op, "args": args}
-    if autostart:
-        with open_or_start(timeout=timeout) as connection:
-            return connection.call_wire(message)
-    with Connection(timeout=timeout).connect() as connection:
-        return connection.call_wire(message)
+    try:
+        connection = Connection(timeout=timeout).connect()
+    except NotRunning:
+        if not autostart:
+            raise
+        from meowcli.autostart import open_or_start  # only when meowd must be started
+
+        connection = open_or_start(timeout=timeout)
+    with connection:
+        result = connection.call_wire({"v": PROTOCOL_VERSION, "op": op, "args": args})
+        if not then:
+            return result
+        return [result, *(connection.call_wire({"v": PROTOCOL_VERSION, "op": more, "args": {}})
+                          for more in then)]
 
 
 def wait_for_tasks(names: list[str], everything: bool, timeout: float | None,
@@ -116,11 +125,12 @@ def _run(command: str, names: list[str], as_json: bool) -> int:
     if command != "test":
         from meowcli import render
     if command == "list":
-        tasks = sorted(_call("list", {}), key=lambda t: t["id"])
         if as_json:
-            out(_json(tasks))
+            out(_json(sorted(_call("list", {}), key=lambda t: t["id"])))
             return 0
-        degraded = _call("ping", {}).get("degraded")
+        tasks, info = _call("list", {}, then=("ping",))
+        tasks.sort(key=lambda t: t["id"])
+        degraded = info.get("degraded")
         if degraded:
             print(f"meow: warning: meowd is degraded: {degraded}; no task starts until they "
                   "are stored", file=sys.stderr)
