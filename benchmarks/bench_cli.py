@@ -14,16 +14,14 @@ install under PYTHONDONTWRITEBYTECODE=1 would otherwise compile them on every ca
 from __future__ import annotations
 
 import argparse
-import compileall
 import os
 import statistics
 import sys
 import time
 from statistics import median
 
-from _harness import BIN, Client, daemon
+from _harness import BIN, Client, compile_meow, daemon
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUDGET = 1.3
 DEVNULL = os.open(os.devnull, os.O_WRONLY)
 
@@ -46,8 +44,7 @@ def main() -> None:
     parser.add_argument("--finished", type=int, default=200,
                         help="finished tasks in the queue (200)")
     args = parser.parse_args()
-    for package in ("meowcli", "meowd"):
-        compileall.compile_dir(os.path.join(ROOT, package), quiet=1)
+    compile_meow()
     py, meow = sys.executable, str(BIN / "meow")
     with daemon() as (env, paths):
         from meowd.core.protocol import TaskSpec, WaitRequest
