@@ -64,7 +64,8 @@ FAST_FORMS = [
     ("create", "true", "-n", "other", "-c", "0", "-p", "1", "-M", "20GiB", "--after", "fast",
      "--time-limit", "1h30m", "--retries", "2"),
     ("list",), ("show", "fast"), ("kill", "fast"), ("cancel", "fast"), ("resume", "fast"),
-    ("retry", "fast"), ("wait", "fast"), ("test",), ("remove", "other"),
+    ("retry", "fast"), ("wait", "fast"), ("test",), ("remove", "other"), ("kill", "-f", "fast"),
+    ("wait", "fast", "--timeout", "5"), ("cancel", "-A", "^fa"), ("test", "fast"),
 ]
 
 
