@@ -316,12 +316,13 @@ def devices(as_json: JsonOpt = False) -> None:
 
 
 # -- watch -------------------------------------------------------------------------------------
-def _follow(path: str, done: Callable[[], bool]) -> None:
-    """Print a file as it grows until `done()`; the first read collapses progress bars."""
+def _follow(path: str, done: Callable[[float], bool]) -> None:
+    """Print a file as it grows until `done(timeout)`, which waits up to `timeout` s for
+    the end (so an end that comes is seen at once, not after a sleep); the first read
+    collapses progress bars."""
     while not os.path.exists(path):
-        if done():
+        if done(0.05):
             return
-        time.sleep(0.05)
     with open(path, "rb") as f:
         data = f.read()
         sys.stdout.write(render.collapse_progress(data.decode(errors="replace")))
@@ -335,9 +336,13 @@ def _follow(path: str, done: Callable[[], bool]) -> None:
             elif finished:
                 return
             else:
-                finished = done()
-                if not finished:
-                    time.sleep(0.1)
+                finished = done(0.1)
+
+
+def _sleep(seconds: float) -> bool:
+    """`done` for a follow that never ends (the daemon's log)."""
+    time.sleep(seconds)
+    return False
 
 
 def task_exit_status(task: dict[str, Any]) -> int:
@@ -368,7 +373,7 @@ def watch(
         raise BadRequest(f"--stream must be stdout or stderr, not {stream!r}")
     client = connect(autostart=True)
     if name is None:
-        _follow(str(client.paths.daemon_log), lambda: False)
+        _follow(str(client.paths.daemon_log), _sleep)
         return
     task = client.show(name)
     while task["status"] == "waiting":
@@ -390,9 +395,9 @@ def watch(
     waiter = waiting()
     final: dict[str, Any] = {}
 
-    def ended() -> bool:
+    def ended(timeout: float) -> bool:
         nonlocal waiter
-        if not select.select([waiter], [], [], 0)[0]:
+        if not select.select([waiter], [], [], timeout)[0]:
             return False
         try:
             final.update(waiter.receive())  # type: ignore[arg-type]
