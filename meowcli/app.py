@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import sys
 import time
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -22,7 +20,7 @@ from meowcli.client import Client, NotRunning, connect
 from meowcli.create import CreateArgs, create_args, memory_warning
 from meowcli.create import create as do_create
 from meowcli.errors import FAILED, USAGE, warn
-from meowcli.options import ALL, BY_DEST, FORCE, JSON, TIMEOUT, WAIT_ALL
+from meowcli.options import ALL, BY_DEST, FORCE, JSON, STREAM, TIMEOUT, WAIT_ALL
 from meowd import __version__
 from meowd.core.errors import BadRequest, MeowError, NotFound
 
@@ -316,104 +314,22 @@ def devices(as_json: JsonOpt = False) -> None:
 
 
 # -- watch -------------------------------------------------------------------------------------
-def _follow(path: str, done: Callable[[float], bool]) -> None:
-    """Print a file as it grows until `done(timeout)`, which waits up to `timeout` s for
-    the end (so an end that comes is seen at once, not after a sleep); the first read
-    collapses progress bars."""
-    while not os.path.exists(path):
-        if done(0.05):
-            return
-    with open(path, "rb") as f:
-        data = f.read()
-        sys.stdout.write(render.collapse_progress(data.decode(errors="replace")))
-        sys.stdout.flush()
-        finished = False
-        while True:
-            chunk = f.read()
-            if chunk:
-                sys.stdout.write(chunk.decode(errors="replace"))
-                sys.stdout.flush()
-            elif finished:
-                return
-            else:
-                finished = done(0.1)
-
-
-def _sleep(seconds: float) -> bool:
-    """`done` for a follow that never ends (the daemon's log)."""
-    time.sleep(seconds)
-    return False
-
-
-def task_exit_status(task: dict[str, Any]) -> int:
-    """What `meow watch` exits with: the task's own exit code (1 when it ended without
-    one, or with one outside 0-255)."""
-    code = task.get("exit_code")
-    if task["status"] == "done":
-        return 0
-    if isinstance(code, int) and 0 < code <= 255:
-        return code
-    return FAILED
-
-
 @app.command()
 def watch(
     name: Annotated[str | None, typer.Argument(
         metavar="NAME", autocompletion=complete_task_names, show_default=False,
         help="Task fullname or id; without one, follow the daemon's log.")] = None,
-    stream: Annotated[str, typer.Option("-s", "--stream", metavar="stdout|stderr",
-                                        help="Which output to follow.")] = "stdout",
+    stream: Annotated[str, typer.Option(*STREAM.flags, metavar=STREAM.metavar,
+                                        help=STREAM.help)] = "stdout",
 ) -> None:
     """Follow a task's output; exit with its exit code.
 
     A waiting task is followed once it starts. `meow watch train && meow create ...`
     runs the next command only if train succeeded.
     """
-    if stream not in ("stdout", "stderr"):
-        raise BadRequest(f"--stream must be stdout or stderr, not {stream!r}")
-    client = connect(autostart=True)
-    if name is None:
-        _follow(str(client.paths.daemon_log), _sleep)
-        return
-    task = client.show(name)
-    while task["status"] == "waiting":
-        time.sleep(0.2)
-        task = client.show(name)
-    if not task["attempt_list"]:
-        typer.echo(f"meow: {task['fullname']} is {task['status']} and never ran", err=True)
-        raise typer.Exit(FAILED)
-    from meowcli.connection import ConnectionLost
-    from meowd.core.protocol import WaitRequest
+    from meowcli.quick import watch as watch_
 
-    path = task["attempt_list"][-1][stream]
-
-    def waiting(autostart: bool = True) -> Client:
-        waiter = connect(autostart=autostart)
-        waiter.send(WaitRequest(name))
-        return waiter
-
-    waiter = waiting()
-    final: dict[str, Any] = {}
-
-    def ended(timeout: float) -> bool:
-        nonlocal waiter
-        if not select.select([waiter], [], [], timeout)[0]:
-            return False
-        try:
-            final.update(waiter.receive())  # type: ignore[arg-type]
-            return True
-        except ConnectionLost:  # meowd restarted: the task runs on; so does the watch
-            from meowcli.quick import reconnect
-
-            reconnect()  # never starts a daemon: `meow exit` stays exited
-            waiter = waiting(autostart=False)
-            return False
-
-    _follow(path, ended)
-    typer.echo(f"[meow] {final['fullname']} {final['status']}"
-               + (f" (exit {final['exit_code']})" if final["exit_code"] is not None else ""),
-               err=True)
-    raise typer.Exit(task_exit_status(final))
+    raise typer.Exit(watch_(name, stream))
 
 
 # -- the daemon --------------------------------------------------------------------------------

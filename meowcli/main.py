@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sys
 
-_QUICK = frozenset({"list", "show", "test", "wait", "kill", "cancel", "resume", "retry",
-                    "remove"})
+_QUICK = frozenset({"list", "show", "test", "wait", "watch", "kill", "cancel", "resume",
+                    "retry", "remove"})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,7 +23,10 @@ from meowd.core.framing import PROTOCOL_VERSION
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs this path start-up time
+    from collections.abc import Callable
     from typing import Any
+
+    from meowcli.connection import Connection
 
 BULK = ("kill", "cancel", "resume", "retry", "remove")
 
@@ -55,36 +58,44 @@ def _parse(argv: list[str]) -> tuple[str, list[str], dict[str, Any]] | None:
                     i += 1
                     text = rest[i]
                 try:
-                    values[option.dest] = float(text)  # --timeout, typer's FLOAT
+                    values[option.dest] = float(text) if option.kind == "float" else text
                 except ValueError:
-                    return None
+                    return None  # typer's message
         i += 1
     forms = {"list": not names, "show": len(names) == 1, "test": len(names) <= 1,
-             "wait": True}
+             "wait": True, "watch": len(names) <= 1}
     forms.update({op: len(names) <= 1 for op in BULK})
     return (command, names, values) if forms[command] else None
+
+
+def _open(autostart: bool = True, timeout: float | None = 60.0) -> Connection:
+    """A connection to meowd; with `autostart`, meowd is started (and that said on
+    stderr) when none runs, else NotRunning."""
+    from meowcli.connection import Connection, NotRunning
+
+    try:
+        return Connection(timeout=timeout).connect()
+    except NotRunning:
+        if not autostart:
+            raise
+    from meowcli.autostart import open_or_start  # only when meowd must be started
+
+    return open_or_start(timeout=timeout)
+
+
+def _message(op: str, args: dict[str, Any]) -> dict[str, Any]:
+    return {"v": PROTOCOL_VERSION, "op": op, "args": args}
 
 
 def _call(op: str, args: dict[str, Any], autostart: bool = True,
           timeout: float | None = 60.0, then: tuple[str, ...] = ()) -> Any:
     """The result of `op`; with `then`, a list: the results of `op` and of each op in
     `then` (no arguments), asked on one connection."""
-    from meowcli.connection import Connection, NotRunning
-
-    try:
-        connection = Connection(timeout=timeout).connect()
-    except NotRunning:
-        if not autostart:
-            raise
-        from meowcli.autostart import open_or_start  # only when meowd must be started
-
-        connection = open_or_start(timeout=timeout)
-    with connection:
-        result = connection.call_wire({"v": PROTOCOL_VERSION, "op": op, "args": args})
+    with _open(autostart, timeout) as connection:
+        result = connection.call_wire(_message(op, args))
         if not then:
             return result
-        return [result, *(connection.call_wire({"v": PROTOCOL_VERSION, "op": more, "args": {}})
-                          for more in then)]
+        return [result, *(connection.call_wire(_message(more, {})) for more in then)]
 
 
 def wait_for_tasks(names: list[str], everything: bool, timeout: float | None,
@@ -141,6 +152,8 @@ def main(argv: list[str]) -> int | None:
             return wait(names, bool(values.get("all")), values.get("timeout"), as_json)
         if command == "test":
             return test(names[0] if names else None)
+        if command == "watch":
+            return watch(names[0] if names else None, values.get("stream", "stdout"))
         return _run(command, names, as_json)
     except (MeowError, KeyboardInterrupt) as exc:
         return report(exc)
@@ -246,3 +259,103 @@ def wait(names: list[str], everything: bool, timeout: float | None, as_json: boo
         if t["status"] != "done":
             return t["exit_code"] if t["exit_code"] not in (None, 0) else FAILED
     return 0
+
+
+# -- watch -------------------------------------------------------------------------------------
+def watch(name: str | None, stream: str = "stdout") -> int:
+    """`meow watch [NAME] [-s stdout|stderr]`: follow a task's output until it ends and
+    return what `meow watch` exits with (the daemon's log, without NAME: until Ctrl-C)."""
+    from meowcli.connection import ConnectionLost
+
+    if stream not in ("stdout", "stderr"):
+        raise BadRequest(f"--stream must be stdout or stderr, not {stream!r}")
+    client = _open()
+    if name is None:
+        _follow(str(client.paths.daemon_log), _sleep)
+        return 0
+    task = client.call_wire(_message("show", {"target": name}))
+    while task["status"] == "waiting":  # a start is not pushed: ask again
+        time.sleep(0.2)
+        task = client.call_wire(_message("show", {"target": name}))
+    if not task["attempt_list"]:
+        client.close()
+        print(f"meow: {task['fullname']} is {task['status']} and never ran", file=sys.stderr)
+        return FAILED
+    path = task["attempt_list"][-1][stream]
+
+    def waiting() -> Connection:
+        """A connection that waits for the task's end. After the first, never one that
+        starts meowd: `meow exit` stays exited."""
+        waiter = _open(autostart=False)
+        waiter.send_wire(_message("wait", {"target": name}))
+        return waiter
+
+    try:  # on the connection that asked: meowd cannot slip away in between unseen
+        client.send_wire(_message("wait", {"target": name}))
+        waiter = client
+    except OSError:  # it went away since
+        reconnect()
+        waiter = waiting()
+    final: dict[str, Any] = {}
+
+    def ended(timeout: float) -> bool:
+        nonlocal waiter
+        import select
+
+        if not select.select([waiter], [], [], timeout)[0]:
+            return False
+        try:
+            final.update(waiter.receive())  # type: ignore[arg-type]
+            return True
+        except ConnectionLost:  # meowd restarted: the task runs on; so does the watch
+            reconnect()  # never starts a daemon: `meow exit` stays exited
+            waiter = waiting()
+            return False
+
+    _follow(path, ended)
+    print(f"[meow] {final['fullname']} {final['status']}"
+          + (f" (exit {final['exit_code']})" if final["exit_code"] is not None else ""),
+          file=sys.stderr)
+    return task_exit_status(final)
+
+
+def _follow(path: str, done: Callable[[float], bool]) -> None:
+    """Print a file as it grows until `done(timeout)`, which waits up to `timeout` s for
+    the end (so an end that comes is seen at once, not after a sleep); the first read
+    collapses progress bars."""
+    from meowcli.render import collapse_progress
+
+    while not os.path.exists(path):
+        if done(0.05):
+            return
+    with open(path, "rb") as f:
+        data = f.read()
+        sys.stdout.write(collapse_progress(data.decode(errors="replace")))
+        sys.stdout.flush()
+        finished = False
+        while True:
+            chunk = f.read()
+            if chunk:
+                sys.stdout.write(chunk.decode(errors="replace"))
+                sys.stdout.flush()
+            elif finished:
+                return
+            else:
+                finished = done(0.1)
+
+
+def _sleep(seconds: float) -> bool:
+    """`done` for a follow that never ends (the daemon's log)."""
+    time.sleep(seconds)
+    return False
+
+
+def task_exit_status(task: dict[str, Any]) -> int:
+    """What `meow watch` exits with: the task's own exit code (1 when it ended without
+    one, or with one outside 0-255)."""
+    code = task.get("exit_code")
+    if task["status"] == "done":
+        return 0
+    if isinstance(code, int) and 0 < code <= 255:
+        return code
+    return FAILED

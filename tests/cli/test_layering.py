@@ -66,12 +66,13 @@ FAST_FORMS = [
     ("list",), ("show", "fast"), ("kill", "fast"), ("cancel", "fast"), ("resume", "fast"),
     ("retry", "fast"), ("wait", "fast"), ("test",), ("remove", "other"), ("kill", "-f", "fast"),
     ("wait", "fast", "--timeout", "5"), ("cancel", "-A", "^fa"), ("test", "fast"),
+    ("watch", "fast"),
 ]
 
 
 def test_the_fast_paths_load_nothing_heavy(meow_env: MeowEnv):
-    """`meow create` and the plain forms of the frequent commands never load typer (nor
-    pathlib, typing, re...); `--json` loads json, and with it re."""
+    """`meow create` and the frequent commands with their common options never load
+    typer (nor pathlib, typing, re...); `--json` loads json, and with it re."""
     first = loaded_modules(meow_env, "create", "true", "-n", "fast", "-c", "0")
     assert not {m for m in first if m.split(".")[0] in HEAVY or m in HEAVY}
     assert meow_env.meow("list", "fast").stdout.count("fast") == 1

@@ -20,6 +20,8 @@ SAME = [
     ["kill", "-f", "ok"], ["kill", "--force", "--json", "bad"], ["kill"], ["kill", "-A", "^o"],
     ["cancel", "nope"], ["cancel", "--all", "zz.*"], ["resume", "bad"], ["resume", "-A"],
     ["retry", "ok"], ["retry", "nope", "--json"], ["remove", "nope"], ["list", "--json", "--json"],
+    ["watch", "ok"], ["watch", "bad"], ["watch", "ok", "-s", "stderr"], ["watch", "nope"],
+    ["watch", "--stream=stdout", "bad"], ["watch", "ok", "--stream", "x"],
 ]
 
 
@@ -41,6 +43,7 @@ def test_quick_and_typer_agree(meow_env: MeowEnv):
     ["kill", "a", "b"], ["wait", "--timeout", "x", "a"], ["wait", "--timeout"], ["show", "--help"],
     ["list", "-h"], ["create", "true"], ["devices"], ["test", "--json"], ["cancel", "-f", "x"],
     ["show", "--", "-x"], ["kill", "--force=1", "x"], ["test", "a", "b"], ["wait", "-x"],
+    ["watch", "a", "b"], ["watch", "-s"], ["watch", "-f", "x"],
 ])
 def test_other_forms_go_to_typer(argv: list[str]):
     assert _parse(argv) is None
