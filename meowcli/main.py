@@ -1,5 +1,5 @@
-"""Entry point of `meow`. `create` and the plain forms of the frequent commands take fast
-paths (meowcli/create.py, meowcli/quick.py); everything else goes to typer."""
+"""Entry point of `meow`. `create` and the frequent commands, in their common forms, take
+fast paths (meowcli/create.py, meowcli/quick.py); everything else goes to typer."""
 
 from __future__ import annotations
 
