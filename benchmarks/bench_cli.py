@@ -1,4 +1,4 @@
-"""Budget (issue 16): every frequent `meow` command, against a running daemon with
+"""Budget (issue 16): every frequent `meow` command (and `watch`), against a running daemon with
 `--finished` finished tasks, within 1.3x of `python -c "import socket, msgpack"` in the
 same venv (median wall time of interleaved calls); and submit-to-start latency on an
 idle daemon.
@@ -68,6 +68,7 @@ def main() -> None:
             "kill": [meow, "kill", first],
             "cancel": [meow, "cancel", first],
             "wait": [meow, "wait", first],
+            "watch": [meow, "watch", first],
             "test": [meow, "test"],
         }
         times: dict[str, list[float]] = {key: [] for key in cases}
