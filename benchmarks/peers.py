@@ -20,7 +20,8 @@ otherwise it says so and measures meow alone), then prints, with the load averag
            (`date +%s.%N > file`), one at a time on an idle queue: meow through the
            socket API and through the CLI, tsp through its CLI
   cli      other frequent meow commands (show, kill, cancel, wait, watch, test) against
-           `python -c "import socket, msgpack"` (and `python -S -c pass`)
+           `python -c "import socket, msgpack"` (and `python -S -c pass`); meow's modules
+           are compiled first, as an installed meow has them (benchmarks/_harness.py)
   targets  issue 16's targets, met or missed, in this run
 
 Every figure is a median: drains over `--repeat` repeats (3; the meow `cpu` variant over
@@ -49,7 +50,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from _harness import BIN, Client, stop, wait_up
+from _harness import BIN, Client, compile_meow, stop, wait_up
 
 from meowd.core.paths import resolve_paths
 from meowd.core.protocol import TaskSpec, WaitRequest
@@ -395,6 +396,7 @@ def idle_figures(exe: str | None, finished: int, calls: int, latency_n: int) -> 
             ts.run("-w")  # the last job
             time.sleep(0.2)
         meow = str(BIN / "meow")
+        compile_meow()
         # Warm the page cache for both sides before timing anything.
         wall([PY, "-c", "import socket, msgpack"], env)
         wall([meow, "list"], env)

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import sys
 import time
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -22,7 +20,7 @@ from meowcli.client import Client, NotRunning, connect
 from meowcli.create import CreateArgs, create_args, memory_warning
 from meowcli.create import create as do_create
 from meowcli.errors import FAILED, USAGE, warn
-from meowcli.options import BY_DEST
+from meowcli.options import ALL, BY_DEST, FORCE, JSON, STREAM, TIMEOUT, WAIT_ALL
 from meowd import __version__
 from meowd.core.errors import BadRequest, MeowError, NotFound
 
@@ -38,7 +36,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+JsonOpt = Annotated[bool, typer.Option(*JSON.flags, help=JSON.help)]
 COMPLETION_TIMEOUT = 1.0
 """Seconds shell completion waits for meowd's task list before completing nothing."""
 
@@ -57,8 +55,7 @@ def complete_task_names(incomplete: str) -> list[str]:
 NameArg = Annotated[str | None, typer.Argument(
     metavar="NAME", autocompletion=complete_task_names, show_default=False,
     help="Task fullname, group, or id; with -A a regular expression over whole fullnames.")]
-AllOpt = Annotated[bool, typer.Option(
-    "-A", "--all", help="NAME is a regular expression; without NAME, every task.")]
+AllOpt = Annotated[bool, typer.Option(*ALL.flags, help=ALL.help)]
 TaskArg = Annotated[str, typer.Argument(
     metavar="NAME", autocompletion=complete_task_names, help="Task fullname or id.")]
 
@@ -220,27 +217,16 @@ def show(name: TaskArg, as_json: JsonOpt = False) -> None:
 
 
 # -- bulk commands -----------------------------------------------------------------------------
-def _bulk(op: str, name: str | None, all_: bool, as_json: bool, **extra: Any) -> None:
-    if name is None and not all_:
-        raise BadRequest(f"give a task NAME, or -A for every task (meow {op} --help)")
-    with connect(autostart=True) as client:
-        result = getattr(client, op)(name, all_, **extra)
-    if as_json:
-        typer.echo(json.dumps(result))
-    else:
-        out, err = render.render_bulk(op, result)
-        if out:
-            typer.echo(out)
-        if err:
-            typer.echo(err, err=True)
-    if not result["success"]:
-        raise typer.Exit(FAILED)
+def _bulk(op: str, name: str | None, all_: bool, as_json: bool, force: bool = False) -> None:
+    from meowcli.quick import bulk
+
+    raise typer.Exit(bulk(op, name, all_, as_json, force))
 
 
 @app.command()
 def kill(name: NameArg = None, all_: AllOpt = False,
-         force: Annotated[bool, typer.Option("-f", "--force", help="SIGKILL instead of SIGTERM.")]
-         = False, as_json: JsonOpt = False) -> None:
+         force: Annotated[bool, typer.Option(*FORCE.flags, help=FORCE.help)] = False,
+         as_json: JsonOpt = False) -> None:
     """Stop running tasks (they end as killed).
 
     SIGTERM to the task's process tree, SIGKILL after kill_grace seconds (or at once with
@@ -281,9 +267,9 @@ def wait(
     names: Annotated[list[str] | None, typer.Argument(
         metavar="NAME...", autocompletion=complete_task_names, show_default=False,
         help="Tasks (fullname, group or id) to wait for.")] = None,
-    all_: Annotated[bool, typer.Option("-A", "--all", help="Wait for every task.")] = False,
+    all_: Annotated[bool, typer.Option(*WAIT_ALL.flags, help=WAIT_ALL.help)] = False,
     timeout: Annotated[float | None, typer.Option(
-        "--timeout", metavar="SECONDS", help="Give up after this long (exit 124).")] = None,
+        *TIMEOUT.flags, metavar=TIMEOUT.metavar, help=TIMEOUT.help)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Wait until tasks end; exit 0 only if every one is done.
@@ -292,27 +278,9 @@ def wait(
     the first unsuccessful task's exit code (1 if it has none), or 124 on --timeout.
     `meow wait train && meow create ...` goes on only if train succeeded.
     """
+    from meowcli.quick import wait as wait_
 
-    if not names and not all_:
-        raise BadRequest("wait for what? give task names, or -A for every task "
-                         "(meow wait --help)")
-    if timeout is not None and not 0 <= timeout < float("inf"):  # NaN fails this too
-        raise BadRequest(f"--timeout must be 0 or more seconds, not {timeout:g}")
-    from meowcli.quick import wait_for_tasks
-
-    result = wait_for_tasks(list(names or ()), all_, timeout)
-    tasks = result["tasks"]
-    if as_json:
-        typer.echo(json.dumps(result))
-    else:
-        for t in tasks:
-            code = "" if t["exit_code"] is None else f" (exit {t['exit_code']})"
-            typer.echo(f"{t['fullname']}: {t['status']}{code}")
-    if result["timed_out"]:
-        raise typer.Exit(124)
-    for t in tasks:
-        if t["status"] != "done":
-            raise typer.Exit(t["exit_code"] if t["exit_code"] not in (None, 0) else FAILED)
+    raise typer.Exit(wait_(list(names or ()), all_, timeout, as_json))
 
 
 @app.command()
@@ -346,99 +314,22 @@ def devices(as_json: JsonOpt = False) -> None:
 
 
 # -- watch -------------------------------------------------------------------------------------
-def _follow(path: str, done: Callable[[], bool]) -> None:
-    """Print a file as it grows until `done()`; the first read collapses progress bars."""
-    while not os.path.exists(path):
-        if done():
-            return
-        time.sleep(0.05)
-    with open(path, "rb") as f:
-        data = f.read()
-        sys.stdout.write(render.collapse_progress(data.decode(errors="replace")))
-        sys.stdout.flush()
-        finished = False
-        while True:
-            chunk = f.read()
-            if chunk:
-                sys.stdout.write(chunk.decode(errors="replace"))
-                sys.stdout.flush()
-            elif finished:
-                return
-            else:
-                finished = done()
-                if not finished:
-                    time.sleep(0.1)
-
-
-def task_exit_status(task: dict[str, Any]) -> int:
-    """What `meow watch` exits with: the task's own exit code (1 when it ended without
-    one, or with one outside 0-255)."""
-    code = task.get("exit_code")
-    if task["status"] == "done":
-        return 0
-    if isinstance(code, int) and 0 < code <= 255:
-        return code
-    return FAILED
-
-
 @app.command()
 def watch(
     name: Annotated[str | None, typer.Argument(
         metavar="NAME", autocompletion=complete_task_names, show_default=False,
         help="Task fullname or id; without one, follow the daemon's log.")] = None,
-    stream: Annotated[str, typer.Option("-s", "--stream", metavar="stdout|stderr",
-                                        help="Which output to follow.")] = "stdout",
+    stream: Annotated[str, typer.Option(*STREAM.flags, metavar=STREAM.metavar,
+                                        help=STREAM.help)] = "stdout",
 ) -> None:
     """Follow a task's output; exit with its exit code.
 
     A waiting task is followed once it starts. `meow watch train && meow create ...`
     runs the next command only if train succeeded.
     """
-    if stream not in ("stdout", "stderr"):
-        raise BadRequest(f"--stream must be stdout or stderr, not {stream!r}")
-    client = connect(autostart=True)
-    if name is None:
-        _follow(str(client.paths.daemon_log), lambda: False)
-        return
-    task = client.show(name)
-    while task["status"] == "waiting":
-        time.sleep(0.2)
-        task = client.show(name)
-    if not task["attempt_list"]:
-        typer.echo(f"meow: {task['fullname']} is {task['status']} and never ran", err=True)
-        raise typer.Exit(FAILED)
-    from meowcli.connection import ConnectionLost
-    from meowd.core.protocol import WaitRequest
+    from meowcli.quick import watch as watch_
 
-    path = task["attempt_list"][-1][stream]
-
-    def waiting(autostart: bool = True) -> Client:
-        waiter = connect(autostart=autostart)
-        waiter.send(WaitRequest(name))
-        return waiter
-
-    waiter = waiting()
-    final: dict[str, Any] = {}
-
-    def ended() -> bool:
-        nonlocal waiter
-        if not select.select([waiter], [], [], 0)[0]:
-            return False
-        try:
-            final.update(waiter.receive())  # type: ignore[arg-type]
-            return True
-        except ConnectionLost:  # meowd restarted: the task runs on; so does the watch
-            from meowcli.quick import reconnect
-
-            reconnect()  # never starts a daemon: `meow exit` stays exited
-            waiter = waiting(autostart=False)
-            return False
-
-    _follow(path, ended)
-    typer.echo(f"[meow] {final['fullname']} {final['status']}"
-               + (f" (exit {final['exit_code']})" if final["exit_code"] is not None else ""),
-               err=True)
-    raise typer.Exit(task_exit_status(final))
+    raise typer.Exit(watch_(name, stream))
 
 
 # -- the daemon --------------------------------------------------------------------------------
@@ -497,26 +388,9 @@ def test_(name: Annotated[str | None, typer.Argument(
 
     Exit status 0 means yes, 1 no.
     """
-    try:
-        client = connect(timeout=5)
-    except NotRunning as exc:
-        typer.echo(exc.message)
-        raise typer.Exit(FAILED) from None
-    with client:
-        if name is None:
-            info = client.ping()
-            typer.echo(f"meowd {info['version']} is running (pid {info['pid']}, "
-                       f"devices: {info['backend'] or 'none'})")
-            if info.get("degraded"):
-                typer.echo(f"meow: warning: degraded: {info['degraded']}; no task starts "
-                           "until they are stored", err=True)
-            return
-        task = client.show(name)
-    if task["status"] == "running":
-        typer.echo(f"{task['fullname']} is running with PID {task['pid']}")
-    else:
-        typer.echo(f"{task['fullname']} is not running ({task['status']})")
-        raise typer.Exit(FAILED)
+    from meowcli.quick import test
+
+    raise typer.Exit(test(name))
 
 
 # -- set ---------------------------------------------------------------------------------------

@@ -16,11 +16,14 @@ import stat
 import struct
 import sys
 import time
-from pathlib import Path
 
 from meowd.core.errors import ERRORS_BY_CODE, BadRequest, MeowError, PermissionDenied
 from meowd.core.framing import MAX_FRAME, FrameDecoder, decode_payload, encode_frame
 from meowd.core.paths import Paths, resolve_paths, unsafe_directory, user_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 START_TIMEOUT = 15.0
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -46,18 +49,19 @@ class Connection:
 
     # -- connection ----------------------------------------------------------------------
     def connect(self) -> Connection:
-        check_socket_directory(self.paths.socket.parent)
+        path = self.paths.socket_path  # a str: pathlib costs start-up time
+        check_socket_directory(os.path.dirname(path))
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
-            sock.connect(str(self.paths.socket))
-            check_peer(sock, self.paths.socket)
+            sock.connect(path)
+            check_peer(sock, path)
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
-            raise NotRunning(f"meowd is not running (no daemon at {self.paths.socket})") from None
+            raise NotRunning(f"meowd is not running (no daemon at {path})") from None
         except PermissionError:
             sock.close()
-            raise MeowError(f"permission denied on {self.paths.socket}") from None
+            raise MeowError(f"permission denied on {path}") from None
         except BaseException:
             sock.close()
             raise
@@ -132,7 +136,7 @@ class Connection:
 _ELSEWHERE = "set MEOW_HOME (or XDG_RUNTIME_DIR) to a directory of your own"
 
 
-def check_socket_directory(directory: Path) -> None:
+def check_socket_directory(directory: str | Path) -> None:
     """Refuse a socket directory that another user planted or can write into. A missing
     one is fine: nothing listens there, and the daemon creates it privately."""
     try:
@@ -152,7 +156,7 @@ def check_socket_directory(directory: Path) -> None:
                            f"could be listening there; {fix}")
 
 
-def check_peer(sock: socket.socket, path: Path) -> None:
+def check_peer(sock: socket.socket, path: str | Path) -> None:
     """The process that listens must be ours (or root's): SO_PEERCRED, as the daemon
     checks us."""
     _, uid, _ = _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))

@@ -176,9 +176,11 @@ def fast_parse(argv: list[str]) -> CreateArgs | None:
 
 
 def build_command(input: str, args: list[str]) -> str:
+    if not args:
+        return input
     import shlex
 
-    return " ".join([input, *map(shlex.quote, args)]) if args else input
+    return " ".join([input, *map(shlex.quote, args)])
 
 
 def task_spec(args: CreateArgs, command: str, name: str | None, group: str | None = None, *,

@@ -1,12 +1,12 @@
-"""Entry point of `meow`. `create` and the plain forms of the frequent commands take fast
-paths (meowcli/create.py, meowcli/quick.py); everything else goes to typer."""
+"""Entry point of `meow`. `create` and the frequent commands, in their common forms, take
+fast paths (meowcli/create.py, meowcli/quick.py); everything else goes to typer."""
 
 from __future__ import annotations
 
 import sys
 
-_QUICK = frozenset({"list", "show", "test", "wait", "kill", "cancel", "resume", "retry",
-                    "remove"})
+_QUICK = frozenset({"list", "show", "test", "wait", "watch", "kill", "cancel", "resume",
+                    "retry", "remove"})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,7 +18,8 @@ class Opt:
         self.dest = dest
         self.flags = flags
         self.kind = kind
-        """value (one string, converted by create_args), flag (no value), list (repeatable)"""
+        """value (one string, converted by create_args), flag (no value), list (repeatable),
+        float (one number, as typer's FLOAT)"""
         self.default = False if kind == "flag" else [] if kind == "list" else None
         """What the parser stores when the option is not given (None: "not given")."""
         self.effective = effective
@@ -81,3 +82,25 @@ CREATE_OPTIONS = (
 
 BY_DEST = {o.dest: o for o in CREATE_OPTIONS}
 BY_FLAG = {flag: o for o in CREATE_OPTIONS for flag in o.flags}
+
+
+# -- the frequent commands' options (meowcli/quick.py parses them without typer) ---------------
+JSON = BY_DEST["json"]
+ALL = Opt("all", ("-A", "--all"), "flag",
+          help="NAME is a regular expression; without NAME, every task.")
+FORCE = Opt("force", ("-f", "--force"), "flag", help="SIGKILL instead of SIGTERM.")
+WAIT_ALL = Opt("all", ("-A", "--all"), "flag", help="Wait for every task.")
+TIMEOUT = Opt("timeout", ("--timeout",), "float", metavar="SECONDS",
+              help="Give up after this long (exit 124).")
+STREAM = Opt("stream", ("-s", "--stream"), "value", metavar="stdout|stderr",
+             help="Which output to follow.")
+
+QUICK_OPTIONS: dict[str, tuple[Opt, ...]] = {
+    "list": (JSON,), "show": (JSON,), "test": (),
+    "kill": (ALL, FORCE, JSON), "cancel": (ALL, JSON), "resume": (ALL, JSON),
+    "retry": (ALL, JSON), "remove": (ALL, JSON),
+    "wait": (WAIT_ALL, TIMEOUT, JSON), "watch": (STREAM,),
+}
+"""Per command, the options the quick path reads; the typer commands (meowcli/app.py) take
+their flags and help from these rows. Any other option (`list --filter`) goes to typer;
+tests/cli/test_quick.py checks that both read a table of command lines alike."""

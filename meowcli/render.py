@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from meowd.core.units import format_mib
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and re cost the CLI's fast path start-up time
+    from typing import Any
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -130,14 +132,16 @@ def render_devices(result: dict[str, Any]) -> str:
 
 _PAST = {"kill": "killed", "cancel": "cancelled", "resume": "resumed", "remove": "removed",
          "retry": "requeued"}
-_RETRY_HINT = re.compile(
-    r"^(?P<name>.+): not cancelled \((?P<status>failed|killed|lost|timeout)\)$")
+_ENDED = ("failed", "killed", "lost", "timeout")
 
 
 def _retry_hint(op: str, no_op: list[str]) -> str:
     """After `meow resume` of tasks that ended: the command that runs them again."""
-    ended = [m.group("name") for m in map(_RETRY_HINT.match, no_op if op == "resume" else [])
-             if m]
+    ended = []
+    for line in no_op if op == "resume" else ():
+        name, sep, status = line.rpartition(": not cancelled (")
+        if sep and name and status.endswith(")") and status[:-1] in _ENDED:
+            ended.append(name)
     if not ended:
         return ""
     if len(ended) == 1:

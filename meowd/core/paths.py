@@ -14,27 +14,50 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping
-from pathlib import Path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 MAX_SOCKET_PATH = 100
 
 
 class Paths:
-    """A plain class, not a dataclass/NamedTuple: importing those costs `meow create` time."""
+    """A plain class, not a dataclass/NamedTuple, and pathlib only on demand: `meow`'s
+    fast paths need only `socket_path` (a str), and importing pathlib (with re, urllib,
+    ipaddress) costs ~20% of Python's own start-up. Attributes are `Path`s as before."""
 
-    __slots__ = ("config_files", "socket", "state")
+    __slots__ = ("_config_files", "_socket", "_state")
 
-    def __init__(self, state: Path, socket: Path, config_files: tuple[Path, ...]) -> None:
-        self.state = state
-        self.socket = socket
-        self.config_files = config_files
+    def __init__(self, state: str | os.PathLike[str], socket: str | os.PathLike[str],
+                 config_files: tuple[str | os.PathLike[str], ...]) -> None:
+        self._state = os.fspath(state)
+        self._socket = os.fspath(socket)
+        self._config_files = tuple(os.fspath(p) for p in config_files)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Paths) and (self.state, self.socket, self.config_files) == (
-            other.state, other.socket, other.config_files)
+        return isinstance(other, Paths) and (self._state, self._socket, self._config_files) \
+            == (other._state, other._socket, other._config_files)
 
     def __repr__(self) -> str:
-        return f"Paths(state={self.state}, socket={self.socket})"
+        return f"Paths(state={self._state}, socket={self._socket})"
+
+    @property
+    def socket_path(self) -> str:
+        """The socket, as a str: what the client connects to, without pathlib."""
+        return self._socket
+
+    @property
+    def state(self) -> Path:
+        return _path(self._state)
+
+    @property
+    def socket(self) -> Path:
+        return _path(self._socket)
+
+    @property
+    def config_files(self) -> tuple[Path, ...]:
+        return tuple(map(_path, self._config_files))
 
     @property
     def database(self) -> Path:
@@ -57,27 +80,54 @@ class Paths:
         return self.state / "fake-gpus"
 
 
+def _path(text: str) -> Path:
+    from pathlib import Path
+
+    return Path(text)
+
+
+def clean(*parts: str) -> str:
+    """`str(Path(*parts))` without pathlib: joined, empty and `.` components dropped,
+    `..` kept, one leading slash (two stay two, as POSIX allows). Client and daemon must
+    spell the socket alike: a long one is renamed by a hash of this text."""
+    path = os.path.join(*parts) if parts else ""
+    root = "//" if path.startswith("//") and not path.startswith("///") else \
+        "/" if path.startswith("/") else ""
+    body = "/".join(p for p in path.split("/") if p and p != ".")
+    return root + body if root or body else "."
+
+
 def resolve_paths(environ: Mapping[str, str] | None = None, uid: int | None = None) -> Paths:
     env = os.environ if environ is None else environ
     uid = os.getuid() if uid is None else uid
-    home = Path(env.get("HOME") or "/tmp")
-    config_home = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
+    home = env.get("HOME") or "/tmp"
+    config_home = env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
     if env.get("MEOW_HOME"):
-        state = Path(env["MEOW_HOME"]).expanduser().absolute()
+        state = clean(env["MEOW_HOME"])
+        if state.startswith("~"):  # as Path.expanduser: the first component only
+            first, sep, rest = state.partition("/")
+            expanded = os.path.expanduser(first)
+            if expanded.startswith("~"):
+                raise RuntimeError("Could not determine home directory.")
+            state = clean(expanded, rest) if sep else clean(expanded)
+        if not state.startswith("/"):
+            state = clean(os.getcwd(), state)
         # The socket's directory is never a symlink (both sides refuse one, see
         # unsafe_directory); a MEOW_HOME the user made a symlink is followed here, once.
-        socket = Path(os.path.realpath(state)) / "meowd.sock"
-        configs: tuple[Path, ...] = (state / "config.toml",)
+        socket = clean(os.path.realpath(state), "meowd.sock")
+        configs = (clean(state, "config.toml"),)
     else:
-        state = Path(env.get("XDG_STATE_HOME") or home / ".local" / "state") / "meow"
+        state = clean(env.get("XDG_STATE_HOME") or os.path.join(home, ".local", "state"),
+                      "meow")
         runtime = env.get("XDG_RUNTIME_DIR")
-        socket = (Path(runtime) / "meow" if runtime else Path(f"/tmp/meow-{uid}")) / "meowd.sock"
-        configs = (config_home / "meow" / "config.toml",)
+        socket = clean(runtime, "meow", "meowd.sock") if runtime else \
+            f"/tmp/meow-{uid}/meowd.sock"
+        configs = (clean(config_home, "meow", "config.toml"),)
     if len(os.fsencode(socket)) > MAX_SOCKET_PATH:
         import hashlib  # lazily: loading OpenSSL costs `meow create` ~10 ms
 
         digest = hashlib.sha256(os.fsencode(socket)).hexdigest()[:16]
-        socket = Path(f"/tmp/meow-{uid}") / f"{digest}.sock"
+        socket = f"/tmp/meow-{uid}/{digest}.sock"
     return Paths(state=state, socket=socket, config_files=configs)
 
 

@@ -3,28 +3,55 @@ durations (`90s`, `1d2h`, computed with in seconds)."""
 
 from __future__ import annotations
 
-import re
-
 from meowd.core.errors import BadRequest
 
 _SIZE = r"^\s*(\d+(?:\.\d+)?)\s*(mib|m|mb|gib|g|gb|tib|t|tb)?\s*$"
 _FACTOR = {"m": 1, "g": 1024, "t": 1024 * 1024}
+_SPACE = " \t\n\r\f\v"
+"""What `\\s` matches under re.ASCII."""
+_SIZE_UNITS = frozenset({"", "mib", "m", "mb", "gib", "g", "gb", "tib", "t", "tb"})
 
 MemoryRequest = int | float
 """MiB as an int, or a float ratio in (0, 1] of each device's own total."""
+
+
+def _ascii_terms(text: str) -> list[tuple[str, str]] | None:
+    """The common spellings (`20GiB`, `1d 2h`: ASCII numbers, each followed by letters)
+    as [(number, lowercase letters)], read without `re` (it costs the CLI's start-up
+    time); None for anything else, which the regular expressions then judge. Only a
+    shortcut: where it answers, the expressions agree (tests/unit/test_units.py)."""
+    if not text.isascii():
+        return None
+    terms: list[tuple[str, str]] = []
+    rest = text.strip(_SPACE).lower()
+    while rest:
+        i = len(rest) - len(rest.lstrip("0123456789"))
+        if i and rest[i:i + 1] == "." and rest[i + 1:i + 2].isdigit():
+            i += 1 + len(rest[i + 1:]) - len(rest[i + 1:].lstrip("0123456789"))
+        number, rest = rest[:i], rest[i:].lstrip(_SPACE)
+        j = len(rest) - len(rest.lstrip("abcdefghijklmnopqrstuvwxyz"))
+        if not number or (rest and not j):
+            return None
+        terms.append((number, rest[:j]))
+        rest = rest[j:].lstrip(_SPACE)
+    return terms or None
 
 
 def parse_size_mib(text: str) -> int:
     """`80GiB` -> 81920, `24000` -> 24000 (plain numbers are MiB)."""
     if text.isdigit():  # the common case, without loading `re` (CLI start-up time)
         return int(text)
-    import re
+    terms = _ascii_terms(text)
+    if terms and len(terms) == 1 and terms[0][1] in _SIZE_UNITS:
+        number, unit = terms[0]
+    else:
+        import re
 
-    match = re.match(_SIZE, text, re.IGNORECASE)
-    if not match:
-        raise BadRequest(f"not a memory size: {text!r} (use MiB like 24000, or 24GiB)")
-    number, unit = float(match.group(1)), (match.group(2) or "m").lower()
-    mib = number * _FACTOR[unit[0]]
+        match = re.match(_SIZE, text, re.IGNORECASE | re.ASCII)
+        if not match:
+            raise BadRequest(f"not a memory size: {text!r} (use MiB like 24000, or 24GiB)")
+        number, unit = match.group(1), (match.group(2) or "").lower()
+    mib = float(number) * _FACTOR[(unit or "m")[0]]
     if mib != int(mib):
         raise BadRequest(f"memory size {text!r} is not a whole number of MiB")
     return int(mib)
@@ -73,8 +100,8 @@ def format_mib(mib: int | float | None) -> str:
     return f"{mib}MiB"
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)", re.IGNORECASE)
-_DURATION = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*[wdhms]\s*)+$", re.IGNORECASE)
+_DURATION_PART = r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)"
+_DURATION = r"^\s*(?:\d+(?:\.\d+)?\s*[wdhms]\s*)+$"
 _SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
@@ -84,11 +111,18 @@ def parse_duration(text: str) -> float:
     try:
         seconds = float(stripped)
     except ValueError:
-        if not _DURATION.match(stripped):
-            raise BadRequest(
-                f"invalid duration {text!r}: use e.g. 90s, 30m, 2h, 1d2h") from None
-        seconds = sum(float(n) * _SECONDS[unit.lower()]
-                      for n, unit in _DURATION_PART.findall(stripped))
+        terms = _ascii_terms(stripped)
+        if terms and all(unit in _SECONDS for _, unit in terms):
+            seconds = sum(float(n) * _SECONDS[unit] for n, unit in terms)
+        else:
+            import re  # only for unusual spellings: `re` costs the CLI's start-up time
+
+            if not re.match(_DURATION, stripped, re.IGNORECASE | re.ASCII):
+                raise BadRequest(
+                    f"invalid duration {text!r}: use e.g. 90s, 30m, 2h, 1d2h") from None
+            seconds = sum(float(n) * _SECONDS[unit.lower()]
+                          for n, unit in re.findall(_DURATION_PART, stripped,
+                                                    re.IGNORECASE | re.ASCII))
     if not 0 < seconds < 10 * 365 * 86400 or seconds != seconds:
         raise BadRequest(f"invalid duration {text!r}: must be more than 0 and under 10 years")
     return seconds

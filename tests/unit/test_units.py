@@ -1,5 +1,8 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from meowd.core import units
 from meowd.core.errors import BadRequest
 from meowd.core.units import format_mib, parse_memory_request, parse_size_mib, resolve_mib
 from meowd.devices.fake import parse_fake_spec
@@ -44,3 +47,36 @@ def test_size_and_format():
     assert parse_size_mib("1TiB") == 1024 * 1024
     assert format_mib(20480) == "20GiB" and format_mib(20000) == "20000MiB"
     assert format_mib(0.25) == "25%"
+
+
+SPELLING = st.text(st.sampled_from("0123456789. \t\x1cmMiIbBgGtTwWdDhHsSxK\u017f\u0131\u0660"),
+                   max_size=12)
+
+
+def _by_regex(parse, text: str) -> object:
+    """What `parse` answers when its ASCII shortcut steps aside for every input."""
+    from unittest import mock
+
+    with mock.patch.object(units, "_ascii_terms", lambda text: None):
+        try:
+            return parse(text)
+        except BadRequest as exc:
+            return exc.message
+
+
+@settings(max_examples=2000)
+@given(SPELLING)
+def test_the_ascii_shortcut_reads_sizes_and_durations_as_the_expressions_do(text: str):
+    for parse in (units.parse_size_mib, units.parse_duration):
+        try:
+            got: object = parse(text)
+        except BadRequest as exc:
+            got = exc.message
+        assert got == _by_regex(parse, text), (parse.__name__, text)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("90s", 90), ("30m", 1800), ("2h", 7200), ("1d2h", 93600), ("1w", 604800),
+    (" 1h 30m ", 5400), ("1.5h", 5400), ("90", 90), ("2H", 7200)])
+def test_durations(text: str, seconds: float):
+    assert units.parse_duration(text) == seconds
