@@ -138,7 +138,8 @@ def _make_env(fake_gpus: str | None) -> Iterator[MeowEnv]:
     try:
         yield env
     finally:
-        if env.daemon is not None and env.daemon.poll() is None:
+        running = env.daemon is not None and env.daemon.poll() is None
+        if running or (env.daemon is None and env._answers()):  # (or one the CLI started)
             try:
                 env.meow("exit", "--kill", check=False, timeout=30)
             except subprocess.TimeoutExpired:
