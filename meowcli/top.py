@@ -20,6 +20,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Log, Static
 
@@ -201,7 +202,10 @@ class MeowTop(App[None]):
 
     # -- states from the source ----------------------------------------------------------
     def set_connection(self, text: str) -> None:
-        self.query_one("#status", Static).update(text)
+        try:  # (from the source's thread: the app may be closing, its widgets gone)
+            self.query_one("#status", Static).update(text)
+        except NoMatches:
+            pass
 
     def apply_state(self, state: dict[str, Any]) -> None:
         self.state = state
@@ -264,7 +268,10 @@ class MeowTop(App[None]):
 
     def follow_log(self) -> None:
         """Show the end of the selected task's log, progress bars collapsed."""
-        log = self.query_one("#log", Log)
+        try:
+            log = self.query_one("#log", Log)
+        except NoMatches:  # a highlight or tick that arrives as the app closes
+            return
         task = self._selected_task()
         path = task.get(self.stream) if task else None
         if path != self._log_path:
