@@ -39,6 +39,19 @@ def format_time(ts: float | None) -> str:
     return time.strftime("%m-%d %H:%M:%S", time.localtime(ts))
 
 
+def task_maps(reply: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tasks of a compact `list` reply (columns and rows) as maps, in id order."""
+    columns = reply["columns"]
+    tasks = [dict(zip(columns, row, strict=True)) for row in reply["rows"]]
+    tasks.sort(key=lambda t: t["id"])  # already in order, as a rule: one pass
+    return tasks
+
+
+def list_facts(task: dict[str, Any]) -> tuple[int, str, int, float, float | None]:
+    """What meowd.core.listing.bounded needs of a listed task."""
+    return task["id"], task["status"], task["priority"], task["created_at"], task["ended_at"]
+
+
 def render_tasks(tasks: list[dict[str, Any]], now: float) -> str:
     if not tasks:
         return "no tasks"

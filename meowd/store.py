@@ -101,6 +101,9 @@ CREATE TABLE IF NOT EXISTS events (
     kind TEXT NOT NULL,
     detail TEXT
 ) STRICT;
+-- `meow show` and forgetting a task read a task's events: without this, a scan of every
+-- task's (100,000 tasks: ~6 ms a show, and `meow clean` of N tasks N scans).
+CREATE INDEX IF NOT EXISTS events_task ON events(task_id);
 """
 
 

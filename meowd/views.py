@@ -7,9 +7,11 @@ Read-only: nothing here changes state or writes to the store.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
-from meowd.core.models import Task, TaskStatus
+from meowd.core.models import Task, TaskStatus, TaskUsage
 from meowd.core.units import format_duration, format_mib
 from meowd.devices import NO_GPU_HINT
 from meowd.secrets import redact
@@ -35,8 +37,42 @@ def public(c: Controller, task: Task) -> dict[str, Any]:
     return data
 
 
-def why_waiting(c: Controller, task: Task) -> str | None:
-    """Why a waiting task has not started, in words (None if it is about to)."""
+COLUMNS = (*Task(0, "", "", "", "", "").to_wire(), "why", "held_for", "estimate", "starts_by")
+"""The keys of `public`, in its order: what `meow list` sends once instead of per task."""
+_HEAD = attrgetter(*COLUMNS[:COLUMNS.index("usage")])
+_TAIL = attrgetter(*COLUMNS[COLUMNS.index("usage") + 1:COLUMNS.index("why")])
+_NO_USAGE = TaskUsage()
+
+
+def rows(c: Controller, tasks: Iterable[Task]) -> list[tuple[Any, ...]]:
+    """`public` of each task as a row of COLUMNS' values, built for 100,000 tasks: plain
+    fields read in one C call, the never-used usage and the common reasons to wait
+    formatted once per call. A task with secrets goes through `public` itself."""
+    out = []
+    empty_usage = _NO_USAGE.to_wire()
+    memo: dict[tuple[int, Any, bool], str] = {}
+    hold = c.hold.task_id if c.hold is not None else None
+    reservations, estimate = c.reservations, c.estimate
+    waiting, running = TaskStatus.WAITING, TaskStatus.RUNNING
+    for task in tasks:
+        if c.secrets_of(task):
+            out.append(tuple(public(c, task).values()))
+            continue
+        status = task.status
+        found = estimate(task) if status is waiting or status is running else None
+        reservation = reservations.get(task.id)
+        out.append((
+            *_HEAD(task), empty_usage if task.usage == _NO_USAGE else task.usage.to_wire(),
+            *_TAIL(task), why_waiting(c, task, memo) if status is waiting else None,
+            hold == task.id, found.describe() if found else None,
+            reservation.start if reservation else None))
+    return out
+
+
+def why_waiting(c: Controller, task: Task,
+                memo: dict[tuple[int, Any, bool], str] | None = None) -> str | None:
+    """Why a waiting task has not started, in words (None if it is about to). `memo`
+    keeps the common answer (no GPU has room) per shape across one listing."""
     if task.status is not TaskStatus.WAITING:
         return None
     if task.dependency:
@@ -55,11 +91,16 @@ def why_waiting(c: Controller, task: Task) -> str | None:
         return f"GPUs {gpus} held for it until they have room"
     if task.min_devices == 0:
         return f"all {c.settings.cpu_slots} CPU slots busy"
-    why = (f"no {task.min_devices} GPU(s) with "
-           f"{format_mib(task.requires_memory_per_device)} free")
+    memory = task.requires_memory_per_device
+    shape = (task.min_devices, memory, isinstance(memory, float))
+    if memo is not None and shape in memo:
+        return memo[shape]
+    why = f"no {task.min_devices} GPU(s) with {format_mib(memory)} free"
     if hold is not None and hold.task_id in c.index:
         held = c.index[hold.task_id]
         why += f"; GPUs {','.join(map(str, hold.devices))} held for {held.fullname}"
+    if memo is not None:
+        memo[shape] = why
     return why
 
 

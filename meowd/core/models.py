@@ -90,7 +90,7 @@ def validate_name(name: object) -> str:
     return name
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskUsage:
     """What a task's process tree uses, sampled by the daemon (MiB, seconds)."""
 
@@ -120,7 +120,7 @@ class TaskUsage:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class Task:
     """One queued command and what became of it. Plain data: no I/O, no process handles."""
 
