@@ -207,8 +207,8 @@ def list_(
     if selecting and not all_:
         tasks, omitted = bounded(tasks, render.list_facts)
     line = footer(omitted)
-    typer.echo((render.render_attrs(tasks, attrs) if attrs
-                else render.render_tasks(tasks, time.time())) + ("" if line is None else f"\n{line}"))
+    table = render.render_attrs(tasks, attrs) if attrs else render.render_tasks(tasks, time.time())
+    typer.echo(table + ("" if line is None else f"\n{line}"))
 
 
 @app.command()
