@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
-from meowd.core.models import Task, TaskStatus, TaskUsage
+from meowd.core.models import NO_USAGE, Task, TaskStatus
 from meowd.core.units import format_duration, format_mib
 from meowd.devices import NO_GPU_HINT
 from meowd.secrets import redact
@@ -41,7 +41,6 @@ COLUMNS = (*Task(0, "", "", "", "", "").to_wire(), "why", "held_for", "estimate"
 """The keys of `public`, in its order: what `meow list` sends once instead of per task."""
 _HEAD = attrgetter(*COLUMNS[:COLUMNS.index("usage")])
 _TAIL = attrgetter(*COLUMNS[COLUMNS.index("usage") + 1:COLUMNS.index("why")])
-_NO_USAGE = TaskUsage()
 
 
 def rows(c: Controller, tasks: Iterable[Task]) -> list[tuple[Any, ...]]:
@@ -49,7 +48,7 @@ def rows(c: Controller, tasks: Iterable[Task]) -> list[tuple[Any, ...]]:
     fields read in one C call, the never-used usage and the common reasons to wait
     formatted once per call. A task with secrets goes through `public` itself."""
     out = []
-    empty_usage = _NO_USAGE.to_wire()
+    empty_usage = NO_USAGE.to_wire()
     memo: dict[tuple[int, Any, bool], str] = {}
     hold = c.hold.task_id if c.hold is not None else None
     reservations, estimate = c.reservations, c.estimate
@@ -62,7 +61,7 @@ def rows(c: Controller, tasks: Iterable[Task]) -> list[tuple[Any, ...]]:
         found = estimate(task) if status is waiting or status is running else None
         reservation = reservations.get(task.id)
         out.append((
-            *_HEAD(task), empty_usage if task.usage == _NO_USAGE else task.usage.to_wire(),
+            *_HEAD(task), empty_usage if task.usage == NO_USAGE else task.usage.to_wire(),
             *_TAIL(task), why_waiting(c, task, memo) if status is waiting else None,
             hold == task.id, found.describe() if found else None,
             reservation.start if reservation else None))

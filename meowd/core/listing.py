@@ -55,11 +55,8 @@ def _key0(entry: tuple) -> object:
 
 def footer(omitted: dict[str, int]) -> str | None:
     """The line under a bounded table that says what it left out; None if nothing."""
-    parts = [f"{n:,} {kind}" for kind, n in (("waiting", omitted.get("waiting", 0)),
-                                             ("finished", omitted.get("finished", 0))) if n]
+    parts = [f"{n:,} more {kind}" for kind, n in (("waiting", omitted.get("waiting", 0)),
+                                                  ("finished", omitted.get("finished", 0))) if n]
     if not parts:
         return None
-    shown = (f"the next {RECENT_WAITING} waiting" if omitted.get("waiting") else None,
-             f"the latest {RECENT_FINISHED} finished" if omitted.get("finished") else None)
-    return (f"... and {' and '.join(parts)} more not shown (only "
-            f"{' and '.join(s for s in shown if s)}); meow list --all shows every task")
+    return f"... {' and '.join(parts)} tasks not shown: meow list --all shows every task"

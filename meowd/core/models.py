@@ -120,6 +120,15 @@ class TaskUsage:
         )
 
 
+NO_USAGE = TaskUsage()
+"""The usage of every task that never ran: one object, shared, so never written to.
+A task gets its own at each attempt (`begin_attempt`; sampling makes sure too)."""
+
+
+def _no_usage() -> TaskUsage:
+    return NO_USAGE
+
+
 @dataclass(slots=True)
 class Task:
     """One queued command and what became of it. Plain data: no I/O, no process handles."""
@@ -149,7 +158,7 @@ class Task:
     """Kill the task when it uses more GPU memory than it asked for."""
     warning: str | None = None
     """Something the user should know about a task that still runs (e.g. over its memory)."""
-    usage: TaskUsage = field(default_factory=TaskUsage)
+    usage: TaskUsage = field(default_factory=_no_usage)
     time_limit: float | None = None
     """Seconds an attempt may run; then SIGTERM, `kill_grace`, SIGKILL."""
     max_retries: int = 0
