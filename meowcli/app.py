@@ -202,7 +202,8 @@ def list_(
         keep = parse_filter(filter_, columns)
         tasks = [t for t in tasks if keep(t)]
     if as_json:
-        typer.echo(json.dumps(tasks))
+        sys.stdout.flush()
+        render.write_json_tasks(tasks, sys.stdout.buffer)
         return
     if selecting and not all_:
         tasks, omitted = bounded(tasks, render.list_facts)

@@ -122,7 +122,8 @@ def _run(command: str, names: list[str], as_json: bool, everything: bool = False
         reply = _call("list", {"columns": True, "recent": not (as_json or everything)})
         tasks = render.task_maps(reply)
         if as_json:
-            out(_json(tasks))
+            sys.stdout.flush()
+            render.write_json_tasks(tasks, sys.stdout.buffer)
             return 0
         if reply["degraded"]:
             print(f"meow: warning: meowd is degraded: {reply['degraded']}; no task starts "

@@ -10,7 +10,6 @@ from typing import Any
 
 from meowd import __version__, views
 from meowd.controller import Controller
-from meowd.core import listing
 from meowd.core.errors import NotFound
 from meowd.core.models import Task
 from meowd.core.protocol import (
@@ -55,13 +54,9 @@ async def list_(c: Controller, r: ListRequest) -> list[dict[str, Any]] | dict[st
     tasks: Iterable[Task] = c.tasks.values()
     omitted = {"waiting": 0, "finished": 0}
     if r.recent:
-        tasks, omitted = listing.bounded(tasks, _facts)
+        tasks, omitted = views.recent(c)
     return {"columns": views.COLUMNS, "rows": views.rows(c, tasks), "total": len(c.tasks),
             "omitted": omitted, "degraded": c.store.degraded}
-
-
-def _facts(t: Task) -> listing.Facts:
-    return t.id, t.status, t.priority, t.created_at, t.ended_at
 
 
 async def show(c: Controller, r: ShowRequest) -> dict[str, Any]:
