@@ -9,7 +9,8 @@ from meowcli.quick import _parse
 from tests.conftest import MeowEnv
 
 SAME = [
-    ["list"], ["list", "--json"], ["show", "ok"], ["show", "bad", "--json"], ["show", "nope"],
+    ["list"], ["list", "--json"], ["list", "--all"], ["list", "--json", "--all"],
+    ["show", "ok"], ["show", "bad", "--json"], ["show", "nope"],
     ["test"], ["wait", "ok"], ["wait", "ok", "bad"], ["wait", "nope"], ["kill", "ok"],
     ["cancel", "nope"], ["resume", "bad"], ["retry", "ok"], ["retry", "nope", "--json"],
 ]
@@ -32,6 +33,7 @@ def test_quick_and_typer_agree(meow_env: MeowEnv):
     ["list", "ok"], ["list", "--filter", "x"], ["show"], ["show", "a", "b"], ["kill", "-f", "x"],
     ["kill", "-A"], ["test", "x"], ["wait", "--all"], ["show", "--help"], ["list", "-h"],
     ["wait"], ["kill"], ["create", "true"], ["devices"], ["test", "--json"],
+    ["list", "--all", "--all"], ["show", "ok", "--all"], ["list", "ok", "--all"],
 ])
 def test_other_forms_go_to_typer(argv: list[str]):
     assert _parse(argv) is None
