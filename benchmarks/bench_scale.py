@@ -7,19 +7,22 @@ reserves 20 GiB, so every task queued after them (`-M 20000`) waits: all slots b
 a long queue behind them, as a task-spooler user sees it. The tasks are queued over the
 socket in creates of 5,000. Then it prints, as medians of K calls of the real CLI:
 
-  rss       the daemon's resident memory with N tasks waiting
+  rss       the daemon's resident memory with N tasks waiting (and after the lists)
   list      `meow list --json`, `meow list` (the bounded table) and `meow list --all`
   create    one `meow create` with an empty queue and with N waiting (CLI wall time, and
             the create request alone over the socket)
   top       with one `meow top` subscriber (deltas) open: the time its first full state
             takes, then `ping` (`meow test`) and `show` over the socket, each after a
-            create that the subscriber is pushed; against the same requests without one
+            create that the subscriber is pushed; against the same requests without one;
+            then the same requests while GPU 0 is freed and drains the queue (every start
+            and end pushed)
   targets   issue 16's scale targets, met or missed, in this run
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import threading
@@ -33,6 +36,7 @@ from meowd.core.protocol import PingRequest, ShowRequest, SubscribeRequest, Task
 GPUS = "4x24GiB"
 QUEUED_MIB = 20000
 BATCH = 5000
+DRAIN_S = 5.0
 
 
 def rss_mib(pid: int) -> tuple[float, float]:
@@ -88,6 +92,19 @@ def request_latency(client: Client, rounds: int, target: str) -> list[float]:
     return times
 
 
+def drain_latency(client: Client, seconds: float) -> list[float]:
+    """Seconds per `ping` and per `show` while tasks start and end."""
+    times = []
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop:
+        for request in (PingRequest(), ShowRequest("hold1")):
+            started = time.perf_counter()
+            client.call(request)
+            times.append(time.perf_counter() - started)
+        time.sleep(0.02)
+    return times
+
+
 class Subscriber:
     """One `meow top`'s subscription (deltas), drained by a thread as the TUI does."""
 
@@ -98,7 +115,7 @@ class Subscriber:
         first = self.client.receive()
         self.first_state = time.perf_counter() - started
         self.first_tasks = len(first["tasks"])
-        self.pushes = 0
+        self.pushes = self.fulls = 0
         self.largest = 0
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
@@ -108,6 +125,7 @@ class Subscriber:
             while True:
                 pushed = self.client.receive()
                 self.pushes += 1
+                self.fulls += "since" not in pushed
                 self.largest = max(self.largest, len(pushed["tasks"]))
         except Exception:
             return
@@ -126,6 +144,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5)
     args = parser.parse_args()
     n, calls = args.tasks, args.calls
+    # A ledger of its own: fake GPUs of one spec are shared machine-wide by default, and
+    # another meowd's tasks on them would keep the holds below from starting.
+    os.environ["MEOW_LEDGER"] = "private"
     with daemon(GPUS) as (env, paths), Client(paths, timeout=600) as client:
         pid = client.ping()["pid"]
         client.create([TaskSpec("sleep 3600", f"hold{i}", 0, 1, QUEUED_MIB) for i in range(4)],
@@ -149,15 +170,22 @@ def main() -> None:
         list_table = median_cli(env, calls, "list")
         list_all = median_cli(env, calls, "list", "--all")
         lines = cli(env, "list")[2].count(b"\n")
+        rss_listed = rss_mib(pid)[0]
         baseline = request_latency(client, 20, "hold0")
         sub = Subscriber(paths)
         with_sub = request_latency(client, 50, "hold0")
+        # GPU 0 freed: queued tasks start and end one after another (each fails at once:
+        # no train.py), every start and end is pushed to the subscriber.
+        client.kill("hold0", False, force=True)
+        before = sub.pushes, sub.fulls
+        draining = drain_latency(client, DRAIN_S)
+        drained = (sub.pushes - before[0], sub.fulls - before[1])
+        ended = sum(t["status"] == "failed" for t in client.list())
         time.sleep(0.5)
         sub.close()
-        total = len(client.list()) if n <= 20_000 else None
 
         print(f"\nrss        empty queue {rss_empty:6.0f} MiB; {n} waiting {rss:6.0f} MiB "
-              f"(peak {peak:.0f} MiB)")
+              f"(peak {peak:.0f} MiB); after the list calls {rss_listed:.0f} MiB")
         print(f"list       --json {ms(list_json)} ms   table {ms(list_table)} ms "
               f"({lines} lines)   --all {ms(list_all)} ms")
         print(f"create     CLI: empty {ms(create_empty[0])} ms, {n} waiting "
@@ -172,8 +200,10 @@ def main() -> None:
               f"{statistics.median(baseline) * 1e3:.2f} ms, p95 {p(baseline, 0.95):.2f} ms; "
               f"one subscriber: median {statistics.median(with_sub) * 1e3:.2f} ms, "
               f"p95 {p(with_sub, 0.95):.2f} ms, max {max(with_sub) * 1e3:.2f} ms")
-        if total is not None:
-            print(f"           ({total} tasks listed over the socket)")
+        print(f"           while GPU 0 drains the queue ({ended} tasks ended in "
+              f"{DRAIN_S:.0f} s; {drained[0]} pushes, {drained[1]} of them full states): "
+              f"median {statistics.median(draining) * 1e3:.2f} ms, "
+              f"p95 {p(draining, 0.95):.2f} ms, max {max(draining) * 1e3:.2f} ms")
 
         def row(what: str, value: str, met: bool | None) -> None:
             verdict = "n/a" if met is None else "met" if met else "MISSED"

@@ -13,7 +13,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,7 +169,7 @@ _EMPTY_USAGE = TaskUsage()
 _NO_USAGE = json.dumps(_EMPTY_USAGE.to_wire())
 
 
-def _json_list(values: list[int]) -> str:
+def _json_list(values: Sequence[int]) -> str:
     return json.dumps(values) if values else "[]"  # most lists are empty: skip the encoder
 
 
@@ -229,8 +229,8 @@ def _task_from_row(row: tuple[Any, ...], shared: dict[str, str] | None = None) -
     )
 
 
-def _list(text: str) -> list[int]:
-    return [] if text == "[]" else json.loads(text)  # most are empty: skip the decoder
+def _list(text: str) -> tuple[int, ...]:
+    return () if text == "[]" else tuple(json.loads(text))  # most are empty: no decoder
 
 
 class Store:
