@@ -156,17 +156,22 @@ def log_paths(c: Controller, task: Task) -> dict[str, str | None]:
     return {"stdout": f"{base}.stdout.log", "stderr": f"{base}.stderr.log"}
 
 
-def state(c: Controller) -> dict[str, Any]:
-    """Everything `meow top` shows, in one message."""
-    tasks = list(c.index)
+def state(c: Controller, with_tasks: bool = True) -> dict[str, Any]:
+    """Everything `meow top` shows, in one message (the server sends 100,000 tasks in
+    pieces: `with_tasks=False` and `task_states`)."""
     return {
         "version": c.version,
-        "tasks": [dict(zip(COLUMNS, row, strict=True), **log_paths(c, t))
-                  for row, t in zip(rows(c, tasks), tasks, strict=True)],
+        **({"tasks": task_states(c, list(c.index))} if with_tasks else {}),
         "devices": devices(c),
         "cpu_slots": c.settings.cpu_slots,
         "degraded": c.store.degraded,
     }
+
+
+def task_states(c: Controller, tasks: list[Task]) -> list[dict[str, Any]]:
+    """What `meow top` shows of these tasks: `public`, and their latest logs."""
+    return [dict(zip(COLUMNS, row, strict=True), **log_paths(c, t))
+            for row, t in zip(rows(c, tasks), tasks, strict=True)]
 
 
 def show(c: Controller, task: Task) -> dict[str, Any]:
