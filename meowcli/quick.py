@@ -120,11 +120,11 @@ def _run(command: str, names: list[str], as_json: bool, everything: bool = False
         # would walk them again and again while they are built (a third of the time).
         gc.disable()
         reply = _call("list", {"columns": True, "recent": not (as_json or everything)})
-        tasks = render.task_maps(reply)
         if as_json:
             sys.stdout.flush()
-            render.write_json_tasks(tasks, sys.stdout.buffer)
+            render.write_json_reply(reply, sys.stdout.buffer)
             return 0
+        tasks = render.task_maps(reply)
         if reply["degraded"]:
             print(f"meow: warning: meowd is degraded: {reply['degraded']}; no task starts "
                   "until they are stored", file=sys.stderr)

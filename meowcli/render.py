@@ -42,7 +42,7 @@ def format_time(ts: float | None) -> str:
 def task_maps(reply: dict[str, Any]) -> list[dict[str, Any]]:
     """The tasks of a compact `list` reply (columns and rows) as maps, in id order."""
     columns = reply["columns"]
-    tasks = [dict(zip(columns, row, strict=True)) for row in reply["rows"]]
+    tasks = [dict(zip(columns, row)) for row in reply["rows"]]  # noqa: B905 (as many)
     tasks.sort(key=lambda t: t["id"])  # already in order, as a rule: one pass
     return tasks
 
@@ -53,6 +53,18 @@ def write_json_tasks(tasks: list[dict[str, Any]], out: Any) -> None:
     import msgspec
 
     out.write(msgspec.json.encode(tasks) + b"\n")
+    out.flush()
+
+
+def write_json_reply(reply: dict[str, Any], out: Any) -> None:
+    """`write_json_tasks` of a compact `list` reply, without a map per task: each row
+    becomes a struct whose fields are the columns, which msgspec writes as an object."""
+    import msgspec
+
+    row = msgspec.defstruct("Task", reply["columns"])
+    rows = reply["rows"]
+    rows.sort(key=lambda r: r[0])  # the id; already in order, as a rule: one pass
+    out.write(msgspec.json.encode([row(*r) for r in rows]) + b"\n")
     out.flush()
 
 

@@ -329,6 +329,7 @@ class Server:
         a subscriber that asked for deltas, only what changed, until the client leaves."""
         gone = asyncio.ensure_future(reader.read(1))  # any byte or EOF ends the subscription
         sent: int | None = None  # the version this subscriber has
+        next_whole = 0.0  # (monotonic) the earliest time for another whole state
         try:
             while not gone.done():
                 version = self.controller.version
@@ -336,18 +337,21 @@ class Server:
                          if request.deltas and sent is not None else None)
                 # A delta when the subscriber asked for them and the log reaches back to
                 # what it has; else the whole state (the first push, or it fell behind).
-                pause = 1 / request.max_rate  # coalesce bursts of changes
                 if delta is not None:
                     writer.write(encode_frame(ok_reply(delta)))
                 else:
-                    frame, cost = await self._whole_state()
-                    writer.write(frame)
                     # A whole state of 100,000 tasks costs a second: at most a tenth of
                     # the daemon's time goes to them, however often everything changes.
-                    pause = max(pause, FULL_STATE_SHARE * cost)
+                    wait = next_whole - time.monotonic()
+                    if sent is not None and wait > 0:
+                        await asyncio.wait([gone], timeout=wait)
+                        continue
+                    frame, cost = await self._whole_state()
+                    writer.write(frame)
+                    next_whole = time.monotonic() + FULL_STATE_SHARE * cost
                 sent = version
                 await self._drain(writer)
-                await asyncio.sleep(pause)
+                await asyncio.sleep(1 / request.max_rate)  # coalesce bursts of changes
                 if self.controller.version == version:
                     await asyncio.wait([gone, asyncio.ensure_future(self.controller.changed())],
                                        return_when=asyncio.FIRST_COMPLETED)

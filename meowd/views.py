@@ -92,6 +92,7 @@ def rows(c: Controller, tasks: Iterable[Task]) -> list[tuple[Any, ...]]:
     reservations, estimate = c.reservations, c.estimate
     waiting, running = TaskStatus.WAITING, TaskStatus.RUNNING
     secrets: dict[str, bool] = {}  # env hash -> has secrets
+    notes, plain = c.ledger_notes, not c.store.degraded
     for task in tasks:
         hidden = secrets.get(task.env_hash)
         if hidden is None:
@@ -100,12 +101,23 @@ def rows(c: Controller, tasks: Iterable[Task]) -> list[tuple[Any, ...]]:
             out.append(tuple(public(c, task).values()))
             continue
         status = task.status
-        found = estimate(task) if status is waiting or status is running else None
         reservation = reservations.get(task.id)
+        why = None
+        if status is waiting:
+            found = estimate(task)
+            # why_waiting's last answer, no GPU has room, from the memo it fills
+            if plain and reservation is None and task.min_devices and not task.dependency \
+                    and task.id not in notes:
+                memory = task.requires_memory_per_device
+                why = memo.get((task.min_devices, memory, memory.__class__ is float))
+            if why is None:
+                why = why_waiting(c, task, memo)
+        else:
+            found = estimate(task) if status is running else None
+        usage = task.usage
         out.append((
-            *_HEAD(task), empty_usage if task.usage == NO_USAGE else task.usage.to_wire(),
-            *_TAIL(task), why_waiting(c, task, memo) if status is waiting else None,
-            hold == task.id, found.describe() if found else None,
+            *_HEAD(task), empty_usage if usage is NO_USAGE else usage.to_wire(), *_TAIL(task),
+            why, hold == task.id, found.describe() if found else None,
             reservation.start if reservation else None))
     return out
 
