@@ -6,6 +6,7 @@ Read-only: nothing here changes state or writes to the store.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import time
 from collections.abc import Iterable
@@ -84,12 +85,27 @@ def _end_order(t: Task) -> tuple[float, int]:
 def rows(c: Controller, tasks: Iterable[Task]) -> list[tuple[Any, ...]]:
     """`public` of each task as a row of COLUMNS' values, built for 100,000 tasks: plain
     fields read in one C call, the never-used usage and the common reasons to wait
-    formatted once per call. A task with secrets goes through `public` itself."""
+    formatted once per call. A task with secrets goes through `public` itself.
+
+    The cyclic collector is paused meanwhile: the rows are acyclic, and it would walk
+    every task again and again while 100,000 rows are made (60% of the time)."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _rows(c, tasks)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _rows(c: Controller, tasks: Iterable[Task]) -> list[tuple[Any, ...]]:
     out = []
     empty_usage = NO_USAGE.to_wire()
     memo: dict[tuple[int, Any, bool], str] = {}
     hold = c.hold.task_id if c.hold is not None else None
     reservations, estimate = c.reservations, c.estimate
+    # What estimate() keeps: read here without a call per task, a third of this loop.
+    known: dict[int, Any] = c._estimates
     waiting, running = TaskStatus.WAITING, TaskStatus.RUNNING
     secrets: dict[str, bool] = {}  # env hash -> has secrets
     notes, plain = c.ledger_notes, not c.store.degraded
@@ -104,7 +120,7 @@ def rows(c: Controller, tasks: Iterable[Task]) -> list[tuple[Any, ...]]:
         reservation = reservations.get(task.id)
         why = None
         if status is waiting:
-            found = estimate(task)
+            found = known[task.id] if task.id in known else estimate(task)
             # why_waiting's last answer, no GPU has room, from the memo it fills
             if plain and reservation is None and task.min_devices and not task.dependency \
                     and task.id not in notes:
