@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from meowcli.connection import Connection, NotRunning, open_connection, start_daemon
-from meowcli.render import task_maps
+from meowcli.render import compact_reply, task_maps
 from meowd.core.protocol import (
     CancelRequest,
     CleanRequest,
@@ -51,7 +51,7 @@ class Client(Connection):
 
     def listing(self, recent: bool) -> dict[str, Any]:
         """The compact reply: columns and rows; with `recent`, `meow list`'s bounded view."""
-        return self.call(ListRequest(columns=True, recent=recent))
+        return compact_reply(self.call(ListRequest(columns=True, recent=recent)), recent)
 
     def show(self, target: str) -> dict[str, Any]:
         return self.call(ShowRequest(target))

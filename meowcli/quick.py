@@ -119,7 +119,9 @@ def _run(command: str, names: list[str], as_json: bool, everything: bool = False
         # Up to 100,000 rows of containers that live until exit: the cyclic collector
         # would walk them again and again while they are built (a third of the time).
         gc.disable()
-        reply = _call("list", {"columns": True, "recent": not (as_json or everything)})
+        recent = not (as_json or everything)
+        reply = render.compact_reply(_call("list", {"columns": True, "recent": recent}),
+                                     recent)
         if as_json:
             sys.stdout.flush()
             render.write_json_reply(reply, sys.stdout.buffer)

@@ -39,6 +39,22 @@ def format_time(ts: float | None) -> str:
     return time.strftime("%m-%d %H:%M:%S", time.localtime(ts))
 
 
+def compact_reply(reply: Any, recent: bool) -> dict[str, Any]:
+    """A `list` reply as columns and rows. A meowd from before them (still running after
+    an upgrade) answers with a map per task, and every task: bounded here instead."""
+    if isinstance(reply, dict):
+        return reply
+    from meowd.core.listing import bounded
+
+    tasks = sorted(reply, key=lambda t: t["id"])
+    omitted = {"waiting": 0, "finished": 0}
+    if recent:
+        tasks, omitted = bounded(tasks, list_facts)
+    return {"columns": list(tasks[0]) if tasks else [],
+            "rows": [list(t.values()) for t in tasks], "total": len(reply),
+            "omitted": omitted, "degraded": None}
+
+
 def task_maps(reply: dict[str, Any]) -> list[dict[str, Any]]:
     """The tasks of a compact `list` reply (columns and rows) as maps, in id order."""
     columns = reply["columns"]

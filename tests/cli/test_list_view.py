@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from meowcli.render import list_facts, task_maps
+from meowcli.render import compact_reply, list_facts, task_maps
 from meowd.core.listing import RECENT_FINISHED, RECENT_WAITING, bounded, footer
 from meowd.core.protocol import ListRequest, TaskSpec
 from tests.conftest import MeowEnv, wait_for
@@ -108,6 +108,11 @@ def test_daemon_view_is_the_bounded_rule(meow_env: MeowEnv):
             chosen, omitted = bounded(every, list_facts)
             assert [t["id"] for t in task_maps(view)] == [t["id"] for t in chosen]
             assert view["omitted"] == omitted and view["total"] == len(every)
+            # A meowd from before columns (still running after an upgrade): a map per
+            # task, bounded by the client alike.
+            old = compact_reply(c.call(ListRequest()), recent=True)
+            assert [t["id"] for t in task_maps(old)] == [t["id"] for t in chosen]
+            assert old["omitted"] == omitted
             if round_ == 0:  # blocked tasks, of a higher priority than any ready one
                 c.create([TaskSpec("true", f"after{i}", 9, 1, 20000, after=("w1",))
                           for i in range(3)], "/", ENV)
