@@ -20,7 +20,7 @@ from meowcli.client import Client, NotRunning, connect
 from meowcli.create import CreateArgs, create_args, memory_warning
 from meowcli.create import create as do_create
 from meowcli.errors import FAILED, USAGE, warn
-from meowcli.options import ALL, BY_DEST, FORCE, JSON, STREAM, TIMEOUT, WAIT_ALL
+from meowcli.options import ALL, BY_DEST, FORCE, JSON, LIST_ALL, STREAM, TIMEOUT, WAIT_ALL
 from meowd import __version__
 from meowd.core.errors import BadRequest, MeowError, NotFound
 
@@ -135,17 +135,6 @@ _CREATE_PARAMS = {o: o for o in BY_DEST} | {"json": "as_json"}
 
 
 # -- list and show -----------------------------------------------------------------------------
-def _columns(tasks: list[dict[str, Any]]) -> set[str]:
-    """The attributes tasks have (what --json shows); a static set when there are none."""
-    if tasks:
-        return set().union(*tasks)
-    from dataclasses import fields
-
-    from meowd.core.models import Task
-
-    return {f.name for f in fields(Task)} | {"why", "held_for"}
-
-
 def _select(tasks: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
     """Tasks named by fullname, group prefix or id, as every other command names them."""
     chosen: dict[int, dict[str, Any]] = {}
@@ -172,24 +161,34 @@ def list_(
         help="Only tasks matching, e.g. 'status==running', 'priority>1, name~^sweep', "
              "'status==running or status==waiting' (== != > >= < <= ~regex; clauses joined "
              "by `,`/and, then or).")] = None,
+    all_: Annotated[bool, typer.Option(*LIST_ALL.flags, help=LIST_ALL.help)] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """List tasks, with why each waiting task waits.
 
     Columns: id, name, status, GPUs, memory, peak, exit code, times, and a note.
 
+    The table shows every running task, the next 50 waiting ones (in the order they
+    would start) and the 50 that ended last; a last line counts what it left out, and
+    --all shows everything. --json always lists every task.
+
     The note says why a task waits (in full: `meow show NAME`), or warns. Starts the
     daemon if it is not running.
     """
-    from meowcli.filters import parse_filter
+    import gc
 
+    from meowcli.filters import parse_filter
+    from meowd.core.listing import bounded, footer
+
+    gc.disable()  # as on the quick path: 100,000 rows live until exit (meowcli/quick.py)
+    selecting = bool(words) or filter_ is not None
     with connect(autostart=True) as client:
-        tasks = sorted(client.list(), key=lambda t: t["id"])
-        degraded = None if as_json else client.ping().get("degraded")
-    if degraded:  # a header no one misses: ends are known but not yet stored
-        typer.echo(f"meow: warning: meowd is degraded: {degraded}; no task starts until "
-                   "they are stored", err=True)
-    columns = _columns(tasks)
+        reply = client.listing(recent=not (as_json or all_ or selecting))
+    tasks, omitted = render.task_maps(reply), reply["omitted"]
+    if reply["degraded"] and not as_json:  # a header no one misses: ends not yet stored
+        typer.echo(f"meow: warning: meowd is degraded: {reply['degraded']}; no task starts "
+                   "until they are stored", err=True)
+    columns = set(reply["columns"])
     attrs = [w for w in words or () if w in columns]
     names = [w for w in words or () if w not in columns]
     if names:
@@ -198,11 +197,14 @@ def list_(
         keep = parse_filter(filter_, columns)
         tasks = [t for t in tasks if keep(t)]
     if as_json:
-        typer.echo(json.dumps(tasks))
-    elif attrs:
-        typer.echo(render.render_attrs(tasks, attrs))
-    else:
-        typer.echo(render.render_tasks(tasks, time.time()))
+        sys.stdout.flush()
+        render.write_json_tasks(tasks, sys.stdout.buffer)
+        return
+    if selecting and not all_:
+        tasks, omitted = bounded(tasks, render.list_facts)
+    line = footer(omitted)
+    table = render.render_attrs(tasks, attrs) if attrs else render.render_tasks(tasks, time.time())
+    typer.echo(table + ("" if line is None else f"\n{line}"))
 
 
 @app.command()

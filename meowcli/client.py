@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from meowcli.connection import Connection, NotRunning, open_connection, start_daemon
+from meowcli.render import compact_reply, task_maps
 from meowd.core.protocol import (
     CancelRequest,
     CleanRequest,
@@ -45,7 +46,12 @@ class Client(Connection):
         return self.call(CreateRequest(tuple(tasks), cwd, env))
 
     def list(self) -> list[dict[str, Any]]:
-        return self.call(ListRequest())
+        """Every task, one map each (as `meow list --json` prints them)."""
+        return task_maps(self.listing(recent=False))
+
+    def listing(self, recent: bool) -> dict[str, Any]:
+        """The compact reply: columns and rows; with `recent`, `meow list`'s bounded view."""
+        return compact_reply(self.call(ListRequest(columns=True, recent=recent)), recent)
 
     def show(self, target: str) -> dict[str, Any]:
         return self.call(ShowRequest(target))

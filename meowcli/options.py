@@ -92,11 +92,14 @@ FORCE = Opt("force", ("-f", "--force"), "flag", help="SIGKILL instead of SIGTERM
 WAIT_ALL = Opt("all", ("-A", "--all"), "flag", help="Wait for every task.")
 TIMEOUT = Opt("timeout", ("--timeout",), "float", metavar="SECONDS",
               help="Give up after this long (exit 124).")
+LIST_ALL = Opt("all", ("--all",), "flag",
+               help="Every task in the table, not the bounded view (--json always lists "
+                    "every task).")
 STREAM = Opt("stream", ("-s", "--stream"), "value", metavar="stdout|stderr",
              help="Which output to follow.")
 
 QUICK_OPTIONS: dict[str, tuple[Opt, ...]] = {
-    "list": (JSON,), "show": (JSON,), "test": (),
+    "list": (LIST_ALL, JSON), "show": (JSON,), "test": (),
     "kill": (ALL, FORCE, JSON), "cancel": (ALL, JSON), "resume": (ALL, JSON),
     "retry": (ALL, JSON), "remove": (ALL, JSON),
     "wait": (WAIT_ALL, TIMEOUT, JSON), "watch": (STREAM,),

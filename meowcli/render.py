@@ -41,6 +41,56 @@ def format_time(ts: float | None) -> str:
     return time.strftime("%m-%d %H:%M:%S", time.localtime(ts))
 
 
+def compact_reply(reply: Any, recent: bool) -> dict[str, Any]:
+    """A `list` reply as columns and rows. A meowd from before them (still running after
+    an upgrade) answers with a map per task, and every task: bounded here instead."""
+    if isinstance(reply, dict):
+        return reply
+    from meowd.core.listing import bounded
+
+    tasks = sorted(reply, key=lambda t: t["id"])
+    omitted = {"waiting": 0, "finished": 0}
+    if recent:
+        tasks, omitted = bounded(tasks, list_facts)
+    return {"columns": list(tasks[0]) if tasks else [],
+            "rows": [list(t.values()) for t in tasks], "total": len(reply),
+            "omitted": omitted, "degraded": None}
+
+
+def task_maps(reply: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tasks of a compact `list` reply (columns and rows) as maps, in id order."""
+    columns = reply["columns"]
+    tasks = [dict(zip(columns, row)) for row in reply["rows"]]  # noqa: B905 (as many)
+    tasks.sort(key=lambda t: t["id"])  # already in order, as a rule: one pass
+    return tasks
+
+
+def write_json_tasks(tasks: list[dict[str, Any]], out: Any) -> None:
+    """`meow list --json` to the binary stream `out`: the same JSON value as json.dumps
+    (written without spaces), ~8x faster, which 100,000 tasks (87 MB) need."""
+    import msgspec
+
+    out.write(msgspec.json.encode(tasks) + b"\n")
+    out.flush()
+
+
+def write_json_reply(reply: dict[str, Any], out: Any) -> None:
+    """`write_json_tasks` of a compact `list` reply, without a map per task: each row
+    becomes a struct whose fields are the columns, which msgspec writes as an object."""
+    import msgspec
+
+    row = msgspec.defstruct("Task", reply["columns"])
+    rows = reply["rows"]
+    rows.sort(key=lambda r: r[0])  # the id; already in order, as a rule: one pass
+    out.write(msgspec.json.encode([row(*r) for r in rows]) + b"\n")
+    out.flush()
+
+
+def list_facts(task: dict[str, Any]) -> tuple[int, str, int, float, float | None]:
+    """What meowd.core.listing.bounded needs of a listed task."""
+    return task["id"], task["status"], task["priority"], task["created_at"], task["ended_at"]
+
+
 def render_tasks(tasks: list[dict[str, Any]], now: float) -> str:
     if not tasks:
         return "no tasks"

@@ -75,7 +75,7 @@ class Creating:
                 fullname=fullname, command=spec.command, cwd=request.cwd, env_hash="",
                 priority=spec.priority, min_devices=spec.min_devices,
                 requires_memory_per_device=spec.requires_memory_per_device, created_at=now,
-                depends_on=self._predecessors(spec), enforce_memory=spec.enforce_memory,
+                depends_on=tuple(self._predecessors(spec)), enforce_memory=spec.enforce_memory,
                 time_limit=spec.time_limit or default_limit, max_retries=spec.max_retries,
                 resumable=spec.resumable, executor=spec.executor or "local",
             ))

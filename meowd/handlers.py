@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from meowd import __version__, views
 from meowd.controller import Controller
 from meowd.core.errors import NotFound
+from meowd.core.models import Task
 from meowd.core.protocol import (
     PROTOCOL_VERSION,
     CancelRequest,
@@ -47,8 +48,15 @@ async def create(c: Controller, r: CreateRequest) -> list[dict[str, Any]]:
     return c.create(r)
 
 
-async def list_(c: Controller, r: ListRequest) -> list[dict[str, Any]]:
-    return [c.public(t) for t in c.tasks.values()]
+async def list_(c: Controller, r: ListRequest) -> list[dict[str, Any]] | dict[str, Any]:
+    if not r.columns:
+        return [c.public(t) for t in c.tasks.values()]
+    tasks: Iterable[Task] = c.tasks.values()
+    omitted = {"waiting": 0, "finished": 0}
+    if r.recent:
+        tasks, omitted = views.recent(c)
+    return {"columns": views.COLUMNS, "rows": views.rows(c, tasks), "total": len(c.tasks),
+            "omitted": omitted, "degraded": c.store.degraded}
 
 
 async def show(c: Controller, r: ShowRequest) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from meowd import attempt_files
 from meowd.core.lifecycle import StopIntent
-from meowd.core.models import Task
+from meowd.core.models import NO_USAGE, Task, TaskUsage
 from meowd.core.scheduler import Usage, account
 from meowd.core.usage import over_memory, record
 from meowd.executors.local import LocalExecutor
@@ -73,6 +73,8 @@ class Sampling:
             if task is None or run is None:
                 continue
             gpu = {i: per[task_id] for i, per in usage.items() if task_id in per}
+            if task.usage is NO_USAGE:  # shared by every task that never ran: never written
+                task.usage = TaskUsage()
             if record(task.usage, sample.rss_mib, sample.cpu_seconds, gpu):
                 dirty[task_id] = task
             over = over_memory(task)

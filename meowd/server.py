@@ -22,12 +22,23 @@ import logging
 import os
 import socket
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import msgpack
+
+from meowd import views
 from meowd.controller import Controller
 from meowd.core.errors import FrameTooLarge, MeowError, PermissionDenied
-from meowd.core.framing import FrameDecoder, decode_payload, encode_frame
+from meowd.core.framing import (
+    HEADER,
+    MAX_FRAME,
+    PROTOCOL_VERSION,
+    FrameDecoder,
+    decode_payload,
+    encode_frame,
+)
 from meowd.core.paths import unsafe_directory, user_name
 from meowd.core.protocol import (
     ExitRequest,
@@ -54,6 +65,10 @@ frame (64 MiB) fits beside others' partial requests; 8 clients each sending 64 M
 without finishing no longer hold 512 MiB."""
 READ_LIMIT = 64 * 1024
 """asyncio's own per-connection buffer stops reading from the socket at twice this."""
+STATE_CHUNK = 500
+"""Tasks of a whole state built between two turns of the loop (a few ms)."""
+FULL_STATE_SHARE = 9.0
+"""After a whole state that took T seconds, the next push waits at least this x T."""
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -314,6 +329,7 @@ class Server:
         a subscriber that asked for deltas, only what changed, until the client leaves."""
         gone = asyncio.ensure_future(reader.read(1))  # any byte or EOF ends the subscription
         sent: int | None = None  # the version this subscriber has
+        next_whole = 0.0  # (monotonic) the earliest time for another whole state
         try:
             while not gone.done():
                 version = self.controller.version
@@ -321,7 +337,18 @@ class Server:
                          if request.deltas and sent is not None else None)
                 # A delta when the subscriber asked for them and the log reaches back to
                 # what it has; else the whole state (the first push, or it fell behind).
-                writer.write(encode_frame(ok_reply(delta or self.controller.state())))
+                if delta is not None:
+                    writer.write(encode_frame(ok_reply(delta)))
+                else:
+                    # A whole state of 100,000 tasks costs a second: at most a tenth of
+                    # the daemon's time goes to them, however often everything changes.
+                    wait = next_whole - time.monotonic()
+                    if sent is not None and wait > 0:
+                        await asyncio.wait([gone], timeout=wait)
+                        continue
+                    frame, cost = await self._whole_state()
+                    writer.write(frame)
+                    next_whole = time.monotonic() + FULL_STATE_SHARE * cost
                 sent = version
                 await self._drain(writer)
                 await asyncio.sleep(1 / request.max_rate)  # coalesce bursts of changes
@@ -330,6 +357,37 @@ class Server:
                                        return_when=asyncio.FIRST_COMPLETED)
         finally:
             gone.cancel()
+
+    async def _whole_state(self) -> tuple[bytes, float]:
+        """The whole state as one reply frame, and the seconds it took. Built and encoded
+        STATE_CHUNK tasks at a time, with the loop free in between: other requests wait
+        milliseconds, not the second 100,000 tasks take. A task that changes meanwhile is
+        in the next push (its version is newer than the one this state is sent as); one
+        removed meanwhile is left out."""
+        c = self.controller
+        tasks = list(c.index)
+        packer = msgpack.Packer(use_bin_type=True)
+        packed: list[bytes] = []
+        cost = 0.0
+        for start in range(0, len(tasks), STATE_CHUNK):
+            began = time.perf_counter()
+            chunk = [t for t in tasks[start:start + STATE_CHUNK] if c.index.tasks.get(t.id) is t]
+            packed += map(packer.pack, views.task_states(c, chunk))
+            cost += time.perf_counter() - began
+            if start + STATE_CHUNK < len(tasks):
+                await asyncio.sleep(0)
+        began = time.perf_counter()
+        head = views.state(c, with_tasks=False)
+        payload = b"".join((
+            packer.pack_map_header(3), packer.pack("v"), packer.pack(PROTOCOL_VERSION),
+            packer.pack("ok"), packer.pack(True), packer.pack("result"),
+            packer.pack_map_header(len(head) + 1),
+            *(packer.pack(x) for item in head.items() for x in item),
+            packer.pack("tasks"), packer.pack_array_header(len(packed)), *packed))
+        if len(payload) > MAX_FRAME:
+            raise FrameTooLarge(f"the state of {len(packed)} tasks is {len(payload)} bytes, "
+                                f"over the {MAX_FRAME}-byte limit")
+        return HEADER.pack(len(payload)) + payload, cost + time.perf_counter() - began
 
     async def _drain(self, writer: asyncio.StreamWriter) -> None:
         async with asyncio.timeout(self.write_timeout):

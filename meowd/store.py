@@ -13,7 +13,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ import msgpack
 
 from meowd.core.errors import StoreUnavailable
 from meowd.core.estimates import HISTORY_LENGTH
-from meowd.core.models import Task, TaskStatus, TaskUsage
+from meowd.core.models import NO_USAGE, Task, TaskStatus, TaskUsage
 
 log = logging.getLogger("meowd.store")
 
@@ -102,6 +102,9 @@ CREATE TABLE IF NOT EXISTS events (
     kind TEXT NOT NULL,
     detail TEXT
 ) STRICT;
+-- `meow show` and forgetting a task read a task's events: without this, a scan of every
+-- task's (100,000 tasks: ~6 ms a show, and `meow clean` of N tasks N scans).
+CREATE INDEX IF NOT EXISTS events_task ON events(task_id);
 """
 
 
@@ -167,7 +170,7 @@ _EMPTY_USAGE = TaskUsage()
 _NO_USAGE = json.dumps(_EMPTY_USAGE.to_wire())
 
 
-def _json_list(values: list[int]) -> str:
+def _json_list(values: Sequence[int]) -> str:
     return json.dumps(values) if values else "[]"  # most lists are empty: skip the encoder
 
 
@@ -203,21 +206,32 @@ _UPDATE_TASK = "UPDATE tasks SET " + ", ".join(
 ) + " WHERE id = :id"
 
 
-def _task_from_row(row: tuple[Any, ...]) -> Task:
+def _task_from_row(row: tuple[Any, ...], shared: dict[str, str] | None = None) -> Task:
+    """`shared` makes the strings most tasks have in common (cwd, environment hash,
+    executor) one object each: 100,000 restored tasks are ~20 MiB smaller."""
     r = dict(zip(_TASK_COLUMNS, row, strict=True))
+    same = (lambda s: s) if shared is None else (lambda s: shared.setdefault(s, s))
+    fullname = r["fullname"]
     return Task(
-        id=r["id"], name=r["name"], fullname=r["fullname"], command=r["command"], cwd=r["cwd"],
-        env_hash=r["env_hash"], priority=r["priority"], min_devices=r["min_devices"],
-        requires_memory_per_device=r["memory"], status=TaskStatus(r["status"]),
-        devices=json.loads(r["devices"]), reserved_mib=json.loads(r["reserved_mib"]),
-        exit_code=r["exit_code"], reason=r["reason"], created_at=r["created_at"],
-        started_at=r["started_at"], ended_at=r["ended_at"], attempts=r["attempts"],
-        depends_on=json.loads(r["depends_on"]), enforce_memory=bool(r["enforce_memory"]),
-        warning=r["warning"], usage=TaskUsage.from_wire(json.loads(r["usage"])),
+        id=r["id"], name=fullname if r["name"] == fullname else r["name"], fullname=fullname,
+        command=r["command"],
+        cwd=same(r["cwd"]), env_hash=same(r["env_hash"]), priority=r["priority"],
+        min_devices=r["min_devices"], requires_memory_per_device=r["memory"],
+        status=TaskStatus(r["status"]), devices=_list(r["devices"]),
+        reserved_mib=_list(r["reserved_mib"]), exit_code=r["exit_code"], reason=r["reason"],
+        created_at=r["created_at"], started_at=r["started_at"], ended_at=r["ended_at"],
+        attempts=r["attempts"], depends_on=_list(r["depends_on"]),
+        enforce_memory=bool(r["enforce_memory"]), warning=r["warning"],
+        usage=NO_USAGE if r["usage"] == _NO_USAGE
+        else TaskUsage.from_wire(json.loads(r["usage"])),
         time_limit=r["time_limit"], max_retries=r["max_retries"],
         resumable=bool(r["resumable"]), retries_used=r["retries_used"],
-        end_reason=r["end_reason"], executor=r["executor"], deadline=r["deadline"],
+        end_reason=r["end_reason"], executor=same(r["executor"]), deadline=r["deadline"],
     )
+
+
+def _list(text: str) -> tuple[int, ...]:
+    return () if text == "[]" else tuple(json.loads(text))  # most are empty: no decoder
 
 
 class Store:
@@ -351,8 +365,9 @@ class Store:
 
     # -- tasks ---------------------------------------------------------------------------
     def load_tasks(self) -> list[Task]:
-        rows = self._db.execute(f"{_SELECT_TASKS} ORDER BY id").fetchall()
-        return [_task_from_row(row) for row in rows]
+        shared: dict[str, str] = {}
+        return [_task_from_row(row, shared)
+                for row in self._db.execute(f"{_SELECT_TASKS} ORDER BY id")]
 
     def next_task_id(self) -> int:
         """Ids are never reused, even after `meow remove`."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -90,7 +91,7 @@ def validate_name(name: object) -> str:
     return name
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskUsage:
     """What a task's process tree uses, sampled by the daemon (MiB, seconds)."""
 
@@ -120,7 +121,16 @@ class TaskUsage:
         )
 
 
-@dataclass
+NO_USAGE = TaskUsage()
+"""The usage of every task that never ran: one object, shared, so never written to.
+A task gets its own at each attempt (`begin_attempt`; sampling makes sure too)."""
+
+
+def _no_usage() -> TaskUsage:
+    return NO_USAGE
+
+
+@dataclass(slots=True)
 class Task:
     """One queued command and what became of it. Plain data: no I/O, no process handles."""
 
@@ -134,8 +144,10 @@ class Task:
     min_devices: int = 1
     requires_memory_per_device: MemoryRequest = 0
     status: TaskStatus = TaskStatus.WAITING
-    devices: list[int] = field(default_factory=list)
-    reserved_mib: list[int] = field(default_factory=list)
+    # Tuples, replaced and never edited: the empty one is shared (a list each would be
+    # 16 MiB for 100,000 waiting tasks).
+    devices: tuple[int, ...] = ()
+    reserved_mib: tuple[int, ...] = ()
     """Per placed device, the MiB reserved for this task (ratios already resolved)."""
     exit_code: int | None = None
     reason: str | None = None
@@ -143,13 +155,13 @@ class Task:
     started_at: float | None = None
     ended_at: float | None = None
     attempts: int = 0
-    depends_on: list[int] = field(default_factory=list)
+    depends_on: tuple[int, ...] = ()
     """Ids of the tasks that must be done before this one may start."""
     enforce_memory: bool = False
     """Kill the task when it uses more GPU memory than it asked for."""
     warning: str | None = None
     """Something the user should know about a task that still runs (e.g. over its memory)."""
-    usage: TaskUsage = field(default_factory=TaskUsage)
+    usage: TaskUsage = field(default_factory=_no_usage)
     time_limit: float | None = None
     """Seconds an attempt may run; then SIGTERM, `kill_grace`, SIGKILL."""
     max_retries: int = 0
@@ -192,9 +204,10 @@ class Task:
             "dependency": self.dependency,
         }
 
-    def begin_attempt(self, devices: list[int], reserved_mib: list[int], now: float) -> None:
+    def begin_attempt(self, devices: Sequence[int], reserved_mib: Sequence[int],
+                      now: float) -> None:
         """The fields a new attempt starts from."""
-        self.devices, self.reserved_mib = list(devices), list(reserved_mib)
+        self.devices, self.reserved_mib = tuple(devices), tuple(reserved_mib)
         self.attempts += 1
         self.started_at = now
         self.ended_at = self.exit_code = self.warning = self.end_reason = None
@@ -203,7 +216,7 @@ class Task:
 
     def reset_for_queue(self) -> None:
         """What a task that goes back to waiting (requeue, retry, resume) gives up."""
-        self.devices, self.reserved_mib = [], []
+        self.devices, self.reserved_mib = (), ()
         self.exit_code = None
         self.deadline = None
 

@@ -97,7 +97,7 @@ class DeviceView:
     """Held by processes outside meow: a hold never waits for those to leave."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Candidate:
     task_id: int
     priority: int

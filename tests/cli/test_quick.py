@@ -22,6 +22,7 @@ SAME = [
     ["retry", "ok"], ["retry", "nope", "--json"], ["remove", "nope"], ["list", "--json", "--json"],
     ["watch", "ok"], ["watch", "bad"], ["watch", "ok", "-s", "stderr"], ["watch", "nope"],
     ["watch", "--stream=stdout", "bad"], ["watch", "ok", "--stream", "x"],
+    ["list", "--all"], ["list", "--json", "--all"], ["list", "--all", "--all"],
 ]
 
 
@@ -44,6 +45,7 @@ def test_quick_and_typer_agree(meow_env: MeowEnv):
     ["list", "-h"], ["create", "true"], ["devices"], ["test", "--json"], ["cancel", "-f", "x"],
     ["show", "--", "-x"], ["kill", "--force=1", "x"], ["test", "a", "b"], ["wait", "-x"],
     ["watch", "a", "b"], ["watch", "-s"], ["watch", "-f", "x"],
+    ["show", "ok", "--all"], ["list", "ok", "--all"],
 ])
 def test_other_forms_go_to_typer(argv: list[str]):
     assert _parse(argv) is None

@@ -229,7 +229,7 @@ def test_usage_attribution_records_peaks_and_flags_over_use():
     usage = attribute([(0, [(100, 3000), (101, 1000), (999, 5000)]), (1, [(200, 700)])],
                       owners.get)
     assert usage == {0: {1: 4000}, 1: {2: 700}}  # pid 999 is another user's
-    task = Task(1, "t", "t", "c", "/", "h", devices=[0], reserved_mib=[2000])
+    task = Task(1, "t", "t", "c", "/", "h", devices=(0,), reserved_mib=(2000,))
     assert record(task.usage, 500, 1.5, {0: 4000}) is True
     assert record(task.usage, 400, 1.0, {0: 1000}) is False  # below the peaks
     assert (task.usage.gpu_peak_mib, task.usage.rss_peak_mib, task.usage.cpu_seconds) == \

@@ -35,13 +35,13 @@ def test_a_schema_1_database_is_migrated_in_place(tmp_path: Path):
     (task,) = store.load_tasks()
     assert (task.id, task.fullname, task.priority, task.requires_memory_per_device) == \
         (7, "old", 2, 0.5)
-    assert task.depends_on == [] and task.usage.gpu_peak_mib == {}
+    assert task.depends_on == () and task.usage.gpu_peak_mib == {}
     task.depends_on, task.enforce_memory = [3], True
     task.usage.gpu_peak_mib[0] = 1234
     store.update_task(task)
     store.close()
     (again,) = Store(path).load_tasks()
-    assert again.depends_on == [3] and again.enforce_memory
+    assert again.depends_on == (3,) and again.enforce_memory
     assert again.usage.gpu_peak_mib == {0: 1234}
     assert sqlite3.connect(path).execute(
         "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == SCHEMA_VERSION
@@ -50,9 +50,9 @@ def test_a_schema_1_database_is_migrated_in_place(tmp_path: Path):
 def test_round_trip_of_every_field(tmp_path: Path):
     store = Store(tmp_path / "meow.db")
     task = Task(1, "t", "g/t", "echo", "/w", "h", priority=3, min_devices=2,
-                requires_memory_per_device=1000, status=TaskStatus.RUNNING, devices=[0, 1],
-                reserved_mib=[1000, 1000], created_at=5.0, started_at=6.0, attempts=1,
-                depends_on=[9], warning="hot")
+                requires_memory_per_device=1000, status=TaskStatus.RUNNING, devices=(0, 1),
+                reserved_mib=(1000, 1000), created_at=5.0, started_at=6.0, attempts=1,
+                depends_on=(9,), warning="hot")
     store.insert_tasks([task])
     (loaded,) = store.load_tasks()
     assert loaded == task
