@@ -11,15 +11,19 @@ filtered (`meow list --filter`, `meow list NAME`).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
-from typing import TypeVar
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs `meow list` start-up time (the CLI's fast path)
+    from collections.abc import Callable, Iterable
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 RECENT_WAITING = 50
 """Waiting tasks shown: the next ones to start."""
 RECENT_FINISHED = 50
 """Tasks that left waiting and running (done, failed, cancelled...) shown: the latest."""
 
-T = TypeVar("T")
 Facts = tuple[int, str, int, float, float | None]
 """(id, status, priority, created_at, ended_at) of one task."""
 
