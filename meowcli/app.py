@@ -423,7 +423,7 @@ def _machine_gpus(client: Client | None) -> list[int] | None:
     if client is not None:
         result = client.devices()
         return [d["index"] for d in result["devices"]] if result["backend"] else []
-    from meowcli.configfile import load_settings
+    from meowd.config import load_settings
     from meowd.core.paths import resolve_paths
     from meowd.core.settings import parse_fake_gpus
 
@@ -459,7 +459,7 @@ def set_(
         except NotRunning:
             client = None
         if client is None:
-            from meowcli.configfile import save_setting
+            from meowd.config import save_setting
             from meowd.core.paths import resolve_paths
 
             note = check_setting_on_machine(setting, checked, _machine_gpus(None))

@@ -31,7 +31,7 @@ def first_run(paths: Paths, environ: Mapping[str, str]) -> str | None:
     if environ.get("MEOW_FAKE_GPUS") or paths.database.exists() or any(
             p.exists() for p in paths.config_files) or nvidia_driver_present():
         return None
-    from meowcli.configfile import save_setting
+    from meowd.config import save_setting
     from meowd.core.settings import DEFAULT_FAKE_GPUS
 
     path = save_setting(paths, "fake_gpus", DEFAULT_FAKE_GPUS)

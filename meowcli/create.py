@@ -324,7 +324,7 @@ def _expanded(args: CreateArgs) -> tuple[list[dict[str, object]], list[str]]:
 
     paths = resolve_paths()
     if _is_task_file(args.input):
-        from meowcli.configfile import load_settings
+        from meowd.config import load_settings
 
         timeout = load_settings(paths).hook_timeout
         return expand.taskfile_specs(args, paths.state, timeout), []

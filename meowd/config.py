@@ -1,7 +1,9 @@
-"""The daemon's config file: read it into Settings, write one setting back (TOML).
+"""The config file: read it into Settings, write one setting back (TOML). The daemon and
+the CLI (`meow set` while no meowd runs, a first run's fake GPUs, hook_timeout) both use
+this reader and writer; it imports nothing but meowd.core.
 
-What settings exist and how they are checked is pure and lives in `meowd.core.settings`
-(the CLI uses it too); it is re-exported here for the daemon's modules.
+What settings exist and how they are checked is pure and lives in `meowd.core.settings`;
+it is re-exported here for the daemon's modules.
 """
 
 from __future__ import annotations

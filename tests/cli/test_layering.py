@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CLI_MAY_IMPORT = {
     "meowd": "the version string in meowd/__init__.py",
     "meowd.systemd": "`meow daemon install-systemd` renders unit files (pure text)",
+    "meowd.config": "the config file's one reader and writer (meowd.core only; `meow set` "
+                    "and a first run write it while no meowd runs)",
 }
 
 
