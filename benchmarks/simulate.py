@@ -64,7 +64,8 @@ from meowd.core.scheduler import (
     account,
     place,
 )
-from meowd.devices.fake import FakeBackend, parse_fake_spec
+from meowd.core.settings import parse_fake_gpus
+from meowd.devices.fake import FakeBackend
 
 GiB = 1024
 CSV_FIELDS = ("submit_s", "gpus", "mem_mib", "runtime_s", "time_limit_s", "priority", "name")
@@ -601,7 +602,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--error must be >= 1 and --no-estimate in [0, 1]")
     knobs = Knobs(args.error, args.no_estimate, args.limits, args.seed)
     if args.trace:
-        trace = load_trace(args.trace, parse_fake_spec(args.gpus))
+        trace = load_trace(args.trace, parse_fake_gpus(args.gpus))
         if args.json:
             json.dump(as_json(trace, policies, knobs), sys.stdout, indent=1)
             print()

@@ -145,9 +145,9 @@ def parse_fake_gpus(spec: str) -> list[int]:
             raise BadRequest(f"bad fake GPUs {spec!r}: {usage}") from None
         if count < 1 or size < 1:
             raise BadRequest(f"bad fake GPUs {spec!r}: count and size must be positive")
-        totals.extend([size] * count)
-        if len(totals) > 4096:
+        if len(totals) + count > 4096:  # (checked before a list of `count` is made)
             raise BadRequest("at most 4096 fake GPUs")
+        totals.extend([size] * count)
     return totals
 
 

@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import secrets
 import sys
 from collections.abc import Iterator, Mapping
@@ -27,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from meowd.core.errors import BadRequest
-from meowd.core.units import format_mib, parse_size_mib
+from meowd.core.settings import parse_fake_gpus
+from meowd.core.units import format_mib
 from meowd.devices import DeviceInfo, GpuProcess
 from meowd.ledger import (
     boot_id,
@@ -39,29 +39,6 @@ from meowd.ledger import (
     read_small,
     write_atomic,
 )
-
-_PART = re.compile(r"^\s*(?:(\d+)\s*x\s*)?(\S+?)\s*$", re.IGNORECASE)
-
-
-def parse_fake_spec(spec: str) -> list[int]:
-    """`4x80GiB` -> [81920]*4; `2x24GiB,1x12GiB` -> three devices; sizes default to MiB."""
-    totals: list[int] = []
-    usage = "use e.g. 4x80GiB or 2x24GiB,1x12GiB (sizes in MiB by default)"
-    for part in spec.split(","):
-        match = _PART.match(part)
-        if not match or not part.strip():
-            raise BadRequest(f"bad MEOW_FAKE_GPUS {spec!r}: {usage}")
-        count = int(match.group(1) or 1)
-        try:
-            size = parse_size_mib(match.group(2))
-        except BadRequest:
-            raise BadRequest(f"bad MEOW_FAKE_GPUS {spec!r}: {usage}") from None
-        if count < 1 or size < 1:
-            raise BadRequest(f"bad MEOW_FAKE_GPUS {spec!r}: count and size must be positive")
-        totals.extend([size] * count)
-    if len(totals) > 4096:
-        raise BadRequest("MEOW_FAKE_GPUS: at most 4096 fake GPUs")
-    return totals
 
 
 class Holds:
@@ -271,7 +248,7 @@ def main(args: list[str] | None = None) -> None:
     paths = resolve_paths()
     try:
         spec = ns.spec or _configured_spec(paths)
-        totals = parse_fake_spec(spec) if spec else None
+        totals = parse_fake_gpus(spec) if spec else None
         # Without the GPUs' sizes, the hold goes to this meow home's own fake GPUs.
         holds = (holds_for(totals, paths.fake_gpu_holds) if totals is not None
                  else Holds(paths.fake_gpu_holds, ""))

@@ -14,7 +14,8 @@ from meowd.config import Settings
 from meowd.controller import Controller
 from meowd.core.paths import resolve_paths
 from meowd.core.protocol import CreateRequest, Selector, TaskSpec
-from meowd.devices.fake import FakeBackend, parse_fake_spec
+from meowd.core.settings import parse_fake_gpus
+from meowd.devices.fake import FakeBackend
 from meowd.executors.base import Exit, Handle, Launch, StartError
 from meowd.ledger import NullLedger
 from meowd.store import Store
@@ -69,7 +70,7 @@ async def ctl(tmp_path: Path):
     paths.tasks.mkdir(parents=True)
     settings = Settings(fake_gpus="2x24GiB", max_attempts=3)
     store = Store(paths.database)
-    backend = FakeBackend(parse_fake_spec("2x24GiB"), paths.fake_gpu_holds)
+    backend = FakeBackend(parse_fake_gpus("2x24GiB"), paths.fake_gpu_holds)
     executors: dict[str, ScriptedExecutor] = {}
 
     def factory(on_exit, controller):

@@ -4,8 +4,8 @@ from hypothesis import strategies as st
 
 from meowd.core import units
 from meowd.core.errors import BadRequest
+from meowd.core.settings import parse_fake_gpus
 from meowd.core.units import format_mib, parse_memory_request, parse_size_mib, resolve_mib
-from meowd.devices.fake import parse_fake_spec
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -34,13 +34,13 @@ def test_ratio_resolves_against_each_device():
     ("1x16000", [16000]), ("80GiB", [81920]),
 ])
 def test_fake_spec(spec, expected):
-    assert parse_fake_spec(spec) == expected
+    assert parse_fake_gpus(spec) == expected
 
 
 @pytest.mark.parametrize("spec", ["", "0x80GiB", "4x", "ax2", "4x80GiB,"])
 def test_bad_fake_spec(spec):
     with pytest.raises(BadRequest):
-        parse_fake_spec(spec)
+        parse_fake_gpus(spec)
 
 
 def test_size_and_format():
