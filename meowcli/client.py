@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from meowcli.connection import Connection, NotRunning, open_connection, start_daemon
+from meowcli.connection import Connection, NotRunning, start_daemon
 from meowcli.render import compact_reply, task_maps
 from meowd.core.protocol import (
     CancelRequest,
@@ -98,6 +98,6 @@ def connect(autostart: bool = False, timeout: float | None = 60.0) -> Client:
 
         client = open_or_start(Client, timeout)
     else:
-        client = open_connection(False, timeout, cls=Client)
+        client = Client(timeout=timeout).connect()
     assert isinstance(client, Client)
     return client

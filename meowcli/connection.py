@@ -208,17 +208,3 @@ def _tail(path: Path) -> str:
     except OSError:
         return "(no log)"
     return lines[-1] if lines else "(empty log)"
-
-
-def open_connection(
-    autostart: bool = False, timeout: float | None = 60.0, cls: type[Connection] = Connection
-) -> Connection:
-    paths = resolve_paths()
-    client = cls(paths, timeout)
-    try:
-        return client.connect()
-    except NotRunning:
-        if not autostart:
-            raise
-    start_daemon(paths)
-    return client.connect()
