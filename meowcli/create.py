@@ -15,7 +15,14 @@ import sys
 from meowcli.options import BY_DEST, BY_FLAG
 from meowd.core.errors import BadRequest, MeowError
 from meowd.core.framing import PROTOCOL_VERSION
-from meowd.core.units import MemoryRequest, parse_memory_request
+from meowd.core.units import MemoryRequest, parse_duration, parse_memory_request
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs the hot path start-up time
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 SMALL_MIB = 256
 """`-M` below this many MiB (and not a ratio) is probably GiB typed as MiB: warn."""
@@ -93,25 +100,17 @@ def create_args(input: str, args: list[str], values: dict[str, object]) -> Creat
         value = values.get(dest)
         return None if value is None else str(value)
 
-    priority, min_devices, memory = text("priority"), text("min_devices"), \
-        text("requires_memory_per_device")
-    if memory is not None:
+    def parsed(dest: str, parse: Callable[[str], T]) -> T | None:
+        """The option's text through `parse`; its error names the option."""
+        value = text(dest)
         try:
-            memory_value: MemoryRequest | None = parse_memory_request(memory)
+            return None if value is None else parse(value)
         except BadRequest as exc:
-            raise BadRequest(f"-M/--requires-memory-per-device: {exc.message}") from None
-    else:
-        memory_value = None
-    time_limit = text("time_limit")
-    if time_limit is not None:
-        from meowd.core.units import parse_duration
+            raise BadRequest(f"{_flags(dest)}: {exc.message}") from None
 
-        try:
-            time_limit_s: float | None = parse_duration(time_limit)
-        except BadRequest as exc:
-            raise BadRequest(f"--time-limit: {exc.message}") from None
-    else:
-        time_limit_s = None
+    priority, min_devices = text("priority"), text("min_devices")
+    memory_value = parsed("requires_memory_per_device", parse_memory_request)
+    time_limit_s = parsed("time_limit", parse_duration)
     retries = text("max_retries")
     executor = text("executor")
     if executor is not None and executor not in ("local", "slurm"):
