@@ -468,20 +468,22 @@ class _Procs:
         return self._cache[pid]
 
     def alive(self, pid: int, ticks: int, uid: int | None, own: bool = False) -> bool:
-        if not own or self._seen is None:
-            p = self.get(pid)
-            return p is not None and p.ticks == ticks and (uid is None or p.uid == uid)
+        p = self._recent(pid, ticks) if own and self._seen is not None else self.get(pid)
+        return p is not None and p.ticks == ticks and (uid is None or p.uid == uid)
+
+    def _recent(self, pid: int, ticks: int) -> Proc | None:
+        """`get`, or this process as seen alive less than ALIVE_FOR seconds ago."""
+        assert self._seen is not None
         now = time.monotonic()
         hit = self._seen.get(pid)
         if hit is not None and hit[0].ticks == ticks and now - hit[1] < ALIVE_FOR:
-            p: Proc | None = hit[0]
-        else:
-            p = self.get(pid)
-            if p is not None:
-                if len(self._seen) > 4096:
-                    self._seen.clear()
-                self._seen[pid] = (p, now)
-        return p is not None and p.ticks == ticks and (uid is None or p.uid == uid)
+            return hit[0]
+        p = self.get(pid)
+        if p is not None:
+            if len(self._seen) > 4096:
+                self._seen.clear()
+            self._seen[pid] = (p, now)
+        return p
 
 
 # -- the ledger -------------------------------------------------------------------------------

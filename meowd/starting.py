@@ -95,9 +95,7 @@ class Starting:
                     failed.append((task, f"cannot start: {exc}"))
                     continue
                 self._started(task, attempt, handle)
-        if self._to_bind:
-            self.ledger.bind_all(self._to_bind)
-            self._to_bind.clear()
+        self._bind_started()
         for task, reason in failed:
             log.warning("task %d %s: %s", task.id, task.fullname, reason)
             self._finish_plain(task, TaskStatus.FAILED, EndReason.SPAWN, reason)  # releases
@@ -210,6 +208,7 @@ class Starting:
         self.bump(task.id)
 
     def _bind_started(self) -> None:
+        """Move the claims of the attempts just started to their processes (one write)."""
         self._binding = False
         if self._to_bind:
             self.ledger.bind_all(self._to_bind)
