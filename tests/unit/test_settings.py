@@ -66,6 +66,8 @@ def test_fake_gpu_specs():
     assert parse_fake_gpus("2x24GiB, 1x12000") == [24576, 24576, 12000]
     with pytest.raises(BadRequest, match="at most 4096"):
         parse_fake_gpus("5000x1GiB")
+    with pytest.raises(BadRequest, match="at most 4096"):  # refused before it is built
+        parse_fake_gpus("4000x1GiB,1000000000000x1GiB")
 
 
 @pytest.mark.parametrize(("key", "value", "gpus", "outcome"), [
