@@ -28,6 +28,7 @@ demo: install
 test: install
 	@./.ci/ensure-tools
 	@./.ci/ensure-slurm
+	@./.ci/ensure-glibc
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	PYTHON=$(BIN)/python ./.ci/pythons --except "$(DEFAULT_MINOR)" -- $(PYTEST_ARGS)
@@ -44,4 +45,4 @@ bench: install
 	$(BIN)/python benchmarks/simulate.py --scale
 
 clean:
-	rm -rf $(VENV) .venv-3.* .meow-demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.* .glibc .meow-demo .pytest_cache .ruff_cache

@@ -42,11 +42,29 @@ def dead(pid: int) -> bool:
         return True
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def spawn_into_cgroup_prefix() -> list[str] | None:
+    """How to run a Python whose glibc can start a child straight into a cgroup (>= 2.39,
+    meowd/executors/spawn.py): [] where the system's can, the loader of the glibc that
+    .ci/ensure-glibc fetched where it cannot, None where neither is there."""
+    import ctypes
+
+    if hasattr(ctypes.CDLL(None), "posix_spawnattr_setcgroup_np"):
+        return []
+    lib = ROOT / ".glibc" / "lib"
+    loader = lib / "ld-linux-x86-64.so.2"
+    return [str(loader), "--library-path", str(lib)] if loader.exists() else None
+
+
 class MeowEnv:
     """One isolated meow installation: its own MEOW_HOME, daemon and fake GPUs."""
 
     def __init__(self, home: Path, fake_gpus: str | None) -> None:
         self.home = home
+        self.prefix: list[str] = []
+        """Runs meowd under another loader (a newer glibc: `spawn_into_cgroup_prefix`)."""
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MEOW_")}
         self.env["MEOW_HOME"] = str(home)
         # Each test daemon its own GPU ledger and fake GPUs (the default shares both
@@ -61,7 +79,8 @@ class MeowEnv:
     def start(self) -> subprocess.Popen[bytes]:
         with open(self.home / "test-daemon.log", "ab") as log:
             self.daemon = subprocess.Popen(
-                [str(BIN / "meowd")], env=self.env, stdout=log, stderr=log,
+                [*self.prefix, sys.executable, "-m", "meowd"] if self.prefix
+                else [str(BIN / "meowd")], env=self.env, stdout=log, stderr=log,
                 start_new_session=True,
             )
         wait_for(self._answers, 15, "meowd to answer")

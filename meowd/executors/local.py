@@ -28,14 +28,15 @@ from pathlib import Path
 
 import psutil
 
-from meowd.executors import cgroups
+from meowd.executors import cgroups, spawn
 from meowd.executors.base import Exit as Exit
 from meowd.executors.base import ExitCallback, Handle, Launch, StartError
 from meowd.executors.cgroups import Cgroups
 
 log = logging.getLogger("meowd.executor")
 
-# $1 command, $2 exit file, $3 working directory, $4 cgroup.procs to join ("" for none),
+# $1 command, $2 exit file, $3 working directory, $4 cgroup.procs to join ("" for none:
+# no cgroups, or spawned straight into its cgroup, see spawn.py),
 # $5 the umask the task runs with (the user's: meowd itself runs with 077).
 # The traps are handlers, not "ignore", so the command gets default dispositions at exec.
 # The wrapper joins its cgroup before it starts anything, so nothing escapes it.
@@ -139,6 +140,8 @@ class LocalExecutor:
         self._loop = asyncio.get_running_loop()
         self._on_exit = on_exit
         self._cgroups = cgroups
+        self._direct = spawn.DirectSpawn.load() if cgroups is not None else None
+        """glibc's spawn straight into a cgroup (None: the wrapper joins its cgroup)."""
         self._tracked = tracked
         """task id -> {pid: start time} of its processes at the last usage sample."""
         self._kill_grace = kill_grace
@@ -161,8 +164,9 @@ class LocalExecutor:
         return self._watch_spawned(launch, *spawned)
 
     def _spawn(self, launch: Launch) -> tuple[int, float, Path | None]:
-        """The blocking part of a start (thread-safe: it touches no executor state):
-        the attempt's directory and cgroup, the spawn. (pid, start time, cgroup)."""
+        """The blocking part of a start (thread-safe: of the executor's state it only
+        drops `_direct` when that fails): the attempt's directory and cgroup, the spawn.
+        (pid, start time, cgroup)."""
         try:
             os.makedirs(os.path.dirname(launch.exit_file), mode=0o700, exist_ok=True)
         except OSError as exc:
@@ -171,28 +175,45 @@ class LocalExecutor:
         group = None
         if self._cgroups is not None:
             group = self._cgroups.create(cgroup_name(launch.task_id, launch.exit_file))
-        try:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-            pid = os.posix_spawn(
-                "/bin/sh",
-                ["/bin/sh", "-c", WRAPPER, "meow-task", launch.command, launch.exit_file,
-                 launch.cwd, str(group / "cgroup.procs") if group else "",
-                 f"{_task_umask:03o}"],
-                launch.env,
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_OPEN, 1, launch.stdout, flags, 0o600),
-                    (os.POSIX_SPAWN_OPEN, 2, launch.stderr, flags, 0o600),
-                ],
-                setsid=True,
-                setsigmask=[],
-                setsigdef=_DEFAULT_SIGNALS,
-            )
-        except (OSError, ValueError) as exc:  # ValueError: NUL or '=' slipped through
-            if group is not None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        files = [(0, "/dev/null", os.O_RDONLY, 0), (1, launch.stdout, flags, 0o600),
+                 (2, launch.stderr, flags, 0o600)]
+        pid = None
+        direct = self._direct
+        if group is not None and direct is not None:
+            try:  # born in its cgroup: the wrapper has nothing to join
+                pid = direct.spawn("/bin/sh", self._argv(launch, ""), launch.env, files,
+                                   _DEFAULT_SIGNALS, str(group))
+            except ValueError as exc:  # NUL or '=' slipped through
                 cgroups.remove(group)
-            raise StartError(str(exc) or type(exc).__name__) from None
+                raise StartError(str(exc)) from None
+            except OSError as exc:
+                # Whatever the cause (a seccomp filter refusing clone3, a cgroup that is
+                # no leaf), the joining start below still works: use it from now on.
+                log.info("cannot spawn into a cgroup (%s): tasks join theirs instead", exc)
+                self._direct = None
+        if pid is None:
+            try:
+                pid = os.posix_spawn(
+                    "/bin/sh",
+                    self._argv(launch, str(group / "cgroup.procs") if group else ""),
+                    launch.env,
+                    file_actions=[(os.POSIX_SPAWN_OPEN, *f) for f in files],
+                    setsid=True,
+                    setsigmask=[],
+                    setsigdef=_DEFAULT_SIGNALS,
+                )
+            except (OSError, ValueError) as exc:  # ValueError: NUL or '=' slipped through
+                if group is not None:
+                    cgroups.remove(group)
+                raise StartError(str(exc) or type(exc).__name__) from None
         return pid, process_create_time(pid) or 0.0, group
+
+    @staticmethod
+    def _argv(launch: Launch, join: str) -> list[str]:
+        """The wrapper's argv (`join`: the cgroup.procs it moves itself to, or "")."""
+        return ["/bin/sh", "-c", WRAPPER, "meow-task", launch.command, launch.exit_file,
+                launch.cwd, join, f"{_task_umask:03o}"]
 
     def _watch_spawned(self, launch: Launch, pid: int, started: float,
                        group: Path | None) -> Handle:
