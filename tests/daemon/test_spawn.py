@@ -48,8 +48,8 @@ def test_child_starts_in_its_cgroup_in_a_new_session_with_default_signals(tmp_pa
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         pid = DirectSpawn.load().spawn(
             "/bin/sh", ["/bin/sh", "-c", "cat /proc/self/cgroup; echo sid $(ps -o sid= -p $$); "
-                        "grep -E '^Sig(Blk|Ign)' /proc/self/status; echo in $(readlink /proc/$$/fd/0); "
-                        "echo err >&2"],
+                        "grep -E '^Sig(Blk|Ign)' /proc/self/status; "
+                        "echo in $(readlink /proc/$$/fd/0); echo err >&2"],
             {{"PATH": os.environ["PATH"]}},
             [(0, "/dev/null", os.O_RDONLY, 0), (1, out, flags, 0o600),
              (2, out + ".err", flags, 0o600)],
