@@ -86,22 +86,26 @@ def write_json_tasks(tasks: list[dict[str, Any]], out: Any) -> None:
         return
     import msgspec
 
-    out.write(msgspec.json.encode(tasks) + b"\n")
+    out.write(msgspec.json.encode(tasks))
+    out.write(b"\n")
     out.flush()
 
 
 def write_json_reply(reply: dict[str, Any], out: Any) -> None:
     """`write_json_tasks` of a compact `list` reply, without a map per task: each row
     becomes a struct whose fields are the columns, which msgspec writes as an object."""
+    from operator import itemgetter
+
     rows = reply["rows"]
-    rows.sort(key=lambda r: r[0])  # the id; already in order, as a rule: one pass
+    rows.sort(key=itemgetter(0))  # the id; already in order, as a rule: one pass
     if len(rows) < MSGSPEC_FROM:
         _write_json([dict(zip(reply["columns"], r)) for r in rows], out)  # noqa: B905
         return
     import msgspec
 
     row = msgspec.defstruct("Task", reply["columns"])
-    out.write(msgspec.json.encode([row(*r) for r in rows]) + b"\n")
+    out.write(msgspec.json.encode([row(*r) for r in rows]))  # 80 MB at 100k: no copy
+    out.write(b"\n")
     out.flush()
 
 

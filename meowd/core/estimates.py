@@ -18,6 +18,7 @@ The daemon stores the runtime of every task that ends done under each of its
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -167,7 +168,9 @@ def name_stem(name: str) -> str:
     return _SUFFIX.sub("", name) or re.sub(r"[-_.]\d+$", "", name) or name
 
 
-def history_keys(command: str, name: str | None = None, group: str | None = None) -> list[str]:
+@functools.lru_cache(maxsize=4096)
+def history_keys(command: str, name: str | None = None,
+                 group: str | None = None) -> tuple[str, ...]:
     """Keys to look runtimes up by, most specific first: group + name stem + command,
     name stem + command, command alone. `name` None: a random default name, which says
     nothing. Group names lose their run numbers too (`sweep-3/..` ~ `sweep-4/..`)."""
@@ -179,7 +182,7 @@ def history_keys(command: str, name: str | None = None, group: str | None = None
     if stem:
         keys.append(f"{stem}\t{cmd}")
     keys.append(f"\t{cmd}")
-    return keys
+    return tuple(keys)  # cached (every end looks them up: shlex is slow), so immutable
 
 
 def format_duration(seconds: float) -> str:

@@ -27,13 +27,15 @@ class Paths:
     fast paths need only `socket_path` (a str), and importing pathlib (with re, urllib,
     ipaddress) costs ~20% of Python's own start-up. Attributes are `Path`s as before."""
 
-    __slots__ = ("_config_files", "_socket", "_state")
+    __slots__ = ("_config_files", "_socket", "_state", "_state_path", "_tasks_path")
 
     def __init__(self, state: str | os.PathLike[str], socket: str | os.PathLike[str],
                  config_files: tuple[str | os.PathLike[str], ...]) -> None:
         self._state = os.fspath(state)
         self._socket = os.fspath(socket)
         self._config_files = tuple(os.fspath(p) for p in config_files)
+        self._state_path: Path | None = None  # built once: the daemon asks per task
+        self._tasks_path: Path | None = None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Paths) and (self._state, self._socket, self._config_files) \
@@ -49,7 +51,9 @@ class Paths:
 
     @property
     def state(self) -> Path:
-        return _path(self._state)
+        if self._state_path is None:
+            self._state_path = _path(self._state)
+        return self._state_path
 
     @property
     def socket(self) -> Path:
@@ -65,7 +69,9 @@ class Paths:
 
     @property
     def tasks(self) -> Path:
-        return self.state / "tasks"
+        if self._tasks_path is None:
+            self._tasks_path = self.state / "tasks"
+        return self._tasks_path
 
     @property
     def daemon_log(self) -> Path:

@@ -95,10 +95,28 @@ class Cgroups:
         return path if ok else None
 
 
-def members(path: Path) -> list[int]:
+def _read(path: str) -> bytes | None:
+    """A cgroup file, without pathlib's overhead: read at every task's end."""
     try:
-        return [int(pid) for pid in (path / "cgroup.procs").read_text().split()]
-    except (OSError, ValueError):
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def members(path: Path) -> list[int]:
+    text = _read(f"{path}/cgroup.procs")
+    try:
+        return [int(pid) for pid in text.split()] if text else []
+    except ValueError:
         return []
 
 
@@ -131,11 +149,8 @@ def remove(path: Path) -> None:
 
 def oom_killed(path: Path) -> bool:
     """Did the kernel's OOM killer kill a process of this cgroup?"""
-    try:
-        for line in (path / "memory.events").read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill" and int(value) > 0:
-                return True
-    except (OSError, ValueError):
-        pass
+    for line in (_read(f"{path}/memory.events") or b"").splitlines():
+        key, _, value = line.partition(b" ")
+        if key == b"oom_kill":
+            return value.strip().isdigit() and int(value) > 0
     return False

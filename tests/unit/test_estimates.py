@@ -93,10 +93,10 @@ def test_name_stem_drops_what_tells_runs_apart(name, stem):
 
 def test_history_keys_most_specific_first():
     keys = history_keys("python train.py --lr 3", "train_4", "sweep-2/a")
-    assert keys == ["sweep/a/train\tpython train.py", "train\tpython train.py",
-                    "\tpython train.py"]
+    assert keys == ("sweep/a/train\tpython train.py", "train\tpython train.py",
+                    "\tpython train.py")
     # A random default name says nothing: the command alone.
-    assert history_keys("python train.py", None, "g") == ["\tpython train.py"]
+    assert history_keys("python train.py", None, "g") == ("\tpython train.py",)
     # Runs of one sweep share keys.
     assert history_keys("python t.py --lr 1", "t_1") == history_keys("python t.py --lr 2", "t_2")
 
