@@ -531,10 +531,13 @@ class _Pass:
 
     # -- profiles of claimed GPUs ------------------------------------------------------
     def lowest(self, p: int, start: float, end: float) -> int:
-        """The least memory free on claimed position p over [start, end)."""
+        """The least memory free on claimed position p over [start, end), and at least at
+        `start`: a task with a zero estimate (history of runs that ended at once) still
+        holds its memory the instant it starts; an empty range would have no minimum."""
         times = self.times[p]
+        first = bisect_right(times, start)
         return self.pool.free[p] + min(
-            self.sums[p][bisect_right(times, start):bisect_left(times, end) + 1])
+            self.sums[p][first:max(first, bisect_left(times, end)) + 1])
 
     def _sync(self, p: int) -> None:
         """Keep `long` at what position p has for good."""

@@ -410,3 +410,21 @@ def test_conservative_reserves_for_the_first_blocked_tasks_of_a_shape_only():
     assert [(r.task_id, r.devices, r.start) for r in plan.reservations] == \
         [(1, (0,), 100.0), (2, (1,), 150.0), (3, (0,), 200.0)]
     assert started(plan) == {}  # 10 GiB on GPU 0 for good would delay task 3
+
+
+@pytest.mark.parametrize("policy", [EASY, CONSERVATIVE])
+def test_a_zero_estimate_backfills_where_memory_is_free_now(policy):
+    # History of runs that ended at once gives a zero estimate. GPU 1 is claimed from now
+    # (its task is overdue): a zero-length task there must be judged on the memory free
+    # at its start, not crash on an empty time range.
+    devices = [big(0, 0), big(1, BIG, tasks=0)]
+    running = [Running((0,), (BIG,), 50.0)]
+    queue = [est(1, 2, 70 * GiB, 100), est(2, 1, 20 * GiB, 0.0), est(3, 1, 20 * GiB, 0.0)]
+    plan = place(queue, devices, 0, policy, now=100.0, running=running)
+    assert plan.reservations[0] == Reservation(1, (0, 1), 100.0)
+    # 80 GiB free on GPU 1 now, 70 of it claimed from now on: neither fits without
+    # taking the reserved task's memory at the instant it may start.
+    assert started(plan) == {}
+    # With 60 GiB claimed, 20 GiB on GPU 1 stay free for good: there it starts.
+    roomy = [est(1, 2, 60 * GiB, 100), est(2, 1, 20 * GiB, 0.0)]
+    assert started(place(roomy, devices, 0, policy, now=100.0, running=running)) == {2: (1,)}
