@@ -5,6 +5,7 @@ import os
 import random
 import socket
 import stat
+import subprocess
 from pathlib import Path
 
 import msgpack
@@ -95,37 +96,49 @@ def test_socket_and_state_are_private(meow_env: MeowEnv):
     assert stat.S_IMODE(os.stat(meow_env.paths.state).st_mode) == 0o700
 
 
+# Run by the system's Python as uid nobody (which cannot read root's venv): connect, send
+# one frame, print the reply frame (hex) or what refused us. No fork of this (threaded,
+# under pytest-xdist) process: a forked child could hang on a lock another thread held.
+_AS_NOBODY = """
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+try:
+    s.connect(sys.argv[1])
+    try:
+        s.sendall(bytes.fromhex(sys.argv[2]))
+    except BrokenPipeError:
+        pass  # refused before we wrote: the refusal is still in our receive buffer
+    data = b""
+    while len(data) < 4 or len(data) < 4 + struct.unpack(">I", data[:4])[0]:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    print("frame", data.hex())
+except PermissionError:
+    print("EACCES")
+except Exception as exc:
+    print(type(exc).__name__)
+"""
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
 def _connect_as_nobody(path: str) -> str:
-    """Fork, drop to uid nobody, connect and report what happened."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: no exec, so no need for nobody to read the venv
-        result = "?"
-        try:
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            s = socket.socket(socket.AF_UNIX)
-            s.settimeout(5)
-            s.connect(path)
-            try:
-                s.sendall(encode_frame({"v": PROTOCOL_VERSION, "op": "list"}))
-            except BrokenPipeError:
-                pass  # refused before we wrote: the refusal is still in our receive buffer
-            reply = replies(s, 1)
-            result = reply[0]["error"]["code"] if reply and not reply[0]["ok"] else "served"
-        except PermissionError:
-            result = "EACCES"
-        except Exception as exc:
-            result = type(exc).__name__
-        os.write(write_end, result.encode())
-        os._exit(0)
-    os.close(write_end)
-    os.waitpid(pid, 0)
-    with os.fdopen(read_end) as f:
-        return f.read()
+    """Connect as uid nobody and report what happened."""
+    out = subprocess.run(
+        [SYSTEM_PYTHON, "-I", "-c", _AS_NOBODY, path,
+         encode_frame({"v": PROTOCOL_VERSION, "op": "list"}).hex()],
+        user=65534, group=65534, extra_groups=[], capture_output=True, text=True,
+        timeout=30, cwd="/")
+    word, _, data = out.stdout.strip().partition(" ")
+    if word != "frame":
+        return word or f"no answer: {out.stderr.strip()}"
+    reply = [decode_payload(f) for f in FrameDecoder().feed(bytes.fromhex(data))]
+    return reply[0]["error"]["code"] if reply and not reply[0]["ok"] else "served"
 
 
+@pytest.mark.skipif(not os.access(SYSTEM_PYTHON, os.X_OK), reason=f"no {SYSTEM_PYTHON}")
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another uid")
 def test_other_uid_is_refused(meow_env: MeowEnv):
     path = str(meow_env.paths.socket)
