@@ -17,13 +17,26 @@ import struct
 import sys
 import time
 
-from meowd.core.errors import ERRORS_BY_CODE, BadRequest, MeowError, PermissionDenied
-from meowd.core.framing import MAX_FRAME, FrameDecoder, decode_payload, encode_frame
+from meowd.core.errors import (
+    ERRORS_BY_CODE,
+    BadRequest,
+    FrameTooLarge,
+    MeowError,
+    PermissionDenied,
+)
+from meowd.core.framing import (
+    HEADER,
+    MAX_FRAME,
+    FrameDecoder,
+    decode_payload,
+    encode_frame,
+)
 from meowd.core.paths import Paths, resolve_paths, unsafe_directory, user_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any, BinaryIO
 
 START_TIMEOUT = 15.0
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -109,17 +122,44 @@ class Connection:
             if not chunk:
                 raise ConnectionLost("meowd closed the connection")
             self._frames += self._decoder.feed(chunk)
-        message = decode_payload(self._frames.pop(0))
-        if message.get("ok"):
-            return message.get("result")
-        error = message.get("error") or {}
-        cls = ERRORS_BY_CODE.get(error.get("code"), MeowError)
-        raise cls(error.get("message", "unknown error"))
+        return _result(decode_payload(self._frames.pop(0)))
 
-    def call_wire(self, message: dict[str, object]) -> object:
+    def _receive_with_tail(self, out: BinaryIO) -> object:
+        """A reply that may be followed by `tail_bytes` raw bytes (ReplyWithTail): read the
+        frame exactly, so none of the tail is taken for frames, then copy the tail to `out`
+        as it arrives, never holding it whole."""
+        assert self._sock is not None and not self._frames and not self._decoder.pending
+        (length,) = HEADER.unpack(self._recv_exact(HEADER.size))
+        if length > MAX_FRAME:
+            raise FrameTooLarge(f"reply of {length} bytes exceeds the {MAX_FRAME}-byte limit")
+        result = _result(decode_payload(self._recv_exact(length)))
+        left = result.get("tail_bytes") if isinstance(result, dict) else None
+        if isinstance(left, int):
+            buffer = memoryview(bytearray(1 << 20))
+            while left > 0:
+                got = self._sock.recv_into(buffer, min(left, len(buffer)))
+                if not got:
+                    raise ConnectionLost("meowd closed the connection")
+                out.write(buffer[:got])
+                left -= got
+        return result
+
+    def _recv_exact(self, n: int) -> bytes:
+        assert self._sock is not None
+        data = bytearray()
+        while len(data) < n:
+            chunk = self._sock.recv(min(n - len(data), 1 << 20))
+            if not chunk:
+                raise ConnectionLost("meowd closed the connection")
+            data += chunk
+        return bytes(data)
+
+    def call_wire(self, message: dict[str, object], tail_to: BinaryIO | None = None) -> object:
+        """Send a request and return its reply's result; with `tail_to`, raw bytes that
+        follow the reply (ReplyWithTail) are copied there."""
         try:
             self.send_wire(message)
-            return self.receive()
+            return self.receive() if tail_to is None else self._receive_with_tail(tail_to)
         except OverflowError:
             raise BadRequest("a number is too large (whole numbers must be under 2**63)") \
                 from None
@@ -131,6 +171,14 @@ class Connection:
             raise MeowError(f"meowd did not answer within {self.timeout:.0f} s") from None
         except (BrokenPipeError, ConnectionResetError):
             raise ConnectionLost("meowd closed the connection") from None
+
+
+def _result(message: dict[str, Any]) -> object:
+    if message.get("ok"):
+        return message.get("result")
+    error = message.get("error") or {}
+    cls = ERRORS_BY_CODE.get(error.get("code"), MeowError)
+    raise cls(error.get("message", "unknown error"))
 
 
 _ELSEWHERE = "set MEOW_HOME (or XDG_RUNTIME_DIR) to a directory of your own"

@@ -175,13 +175,22 @@ def _run(command: str, names: list[str], as_json: bool, everything: bool = False
         # Up to 100,000 rows of containers that live until exit: the cyclic collector
         # would walk them again and again while they are built (a third of the time).
         gc.disable()
-        recent = not (as_json or everything)
+        if as_json:
+            # The daemon writes the JSON; it comes after the reply, straight to stdout.
+            sys.stdout.flush()
+            with _open(True, 60.0) as connection:
+                result = connection.call_wire(
+                    _message("list", {"columns": True, "recent": False, "json": True}),
+                    tail_to=sys.stdout.buffer)
+            if "tail_bytes" in result:
+                sys.stdout.buffer.write(b"\n")
+            else:  # a daemon from before: columns and rows, encoded here
+                render.write_json_reply(render.compact_reply(result, False), sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+            return 0
+        recent = not everything
         reply = render.compact_reply(_call("list", {"columns": True, "recent": recent}),
                                      recent)
-        if as_json:
-            sys.stdout.flush()
-            render.write_json_reply(reply, sys.stdout.buffer)
-            return 0
         tasks = render.task_maps(reply)
         if reply["degraded"]:
             print(f"meow: warning: meowd is degraded: {reply['degraded']}; no task starts "

@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from operator import itemgetter
 from typing import Any
 
 from meowd import __version__, views
@@ -23,6 +24,7 @@ from meowd.core.protocol import (
     ListRequest,
     PingRequest,
     RemoveRequest,
+    ReplyWithTail,
     Request,
     ResumeRequest,
     RetryRequest,
@@ -48,13 +50,20 @@ async def create(c: Controller, r: CreateRequest) -> list[dict[str, Any]]:
     return c.create(r)
 
 
-async def list_(c: Controller, r: ListRequest) -> list[dict[str, Any]] | dict[str, Any]:
+async def list_(c: Controller, r: ListRequest
+                ) -> list[dict[str, Any]] | dict[str, Any] | ReplyWithTail:
     if not r.columns:
         return [c.public(t) for t in c.tasks.values()]
     tasks: Iterable[Task] = c.tasks.values()
     omitted = {"waiting": 0, "finished": 0}
     if r.recent:
         tasks, omitted = views.recent(c)
+    if r.json:
+        rows = views.rows(c, tasks)
+        rows.sort(key=itemgetter(0))  # by id, as the CLI printed them; sorted as a rule
+        body = views.json_rows(rows)
+        return ReplyWithTail({"tail_bytes": len(body), "total": len(c.tasks),
+                              "degraded": c.store.degraded}, body)
     return {"columns": views.COLUMNS, "rows": views.rows(c, tasks), "total": len(c.tasks),
             "omitted": omitted, "degraded": c.store.degraded}
 

@@ -42,6 +42,7 @@ from meowd.core.framing import (
 from meowd.core.paths import unsafe_directory, user_name
 from meowd.core.protocol import (
     ExitRequest,
+    ReplyWithTail,
     SubscribeRequest,
     error_reply,
     ok_reply,
@@ -303,7 +304,13 @@ class Server:
             request = request_from_wire(decode_payload(payload))
             if isinstance(request, SubscribeRequest):
                 return None, True, request
-            reply = ok_reply(await dispatch(self.controller, request))
+            result = await dispatch(self.controller, request)
+            if isinstance(result, ReplyWithTail):
+                writer.write(encode_frame(ok_reply(result.reply)))
+                writer.write(result.tail)  # raw, as the reply said: the client streams it
+                await self._drain(writer)
+                return None, True, None
+            reply = ok_reply(result)
             ok = True
         except MeowError as exc:
             reply, ok = error_reply(exc), False

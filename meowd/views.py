@@ -82,6 +82,29 @@ def _end_order(t: Task) -> tuple[float, int]:
     return (t.created_at if t.ended_at is None else t.ended_at), t.id
 
 
+_ROW_STRUCT: Any = None
+
+
+def json_rows(rows: list[tuple[Any, ...]]) -> bytes:
+    """The rows as `meow list --json` prints them (without its newline): a JSON array of
+    objects keyed by COLUMNS, compact, UTF-8; the same bytes as the CLI's json.dumps
+    (tests/daemon/test_list_json_tail.py). msgspec encodes a struct per row ~8x faster
+    than json would a dict per row; the daemon imports it once."""
+    global _ROW_STRUCT
+    import msgspec
+
+    if _ROW_STRUCT is None:
+        _ROW_STRUCT = msgspec.defstruct("Task", COLUMNS)
+    make = _ROW_STRUCT
+    paused = gc.isenabled()
+    gc.disable()  # 100,000 acyclic structs: see `rows`
+    try:
+        return msgspec.json.encode([make(*r) for r in rows])
+    finally:
+        if paused:
+            gc.enable()
+
+
 def rows(c: Controller, tasks: Iterable[Task]) -> list[tuple[Any, ...]]:
     """`public` of each task as a row of COLUMNS' values, built for 100,000 tasks: plain
     fields read in one C call, the never-used usage and the common reasons to wait

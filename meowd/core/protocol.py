@@ -296,21 +296,36 @@ class ListRequest(Request):
     per task, so 100,000 tasks cost a fraction of the bytes, objects and time. `recent`
     (with `columns`): `meow list`'s bounded view, every running task, the next
     `RECENT_WAITING` waiting ones and the latest `RECENT_FINISHED` others, and how many
-    of the rest it left out (see meowd.core.listing)."""
+    of the rest it left out (see meowd.core.listing).
+
+    `json` (with `columns`, without `recent`): the daemon encodes every task as
+    `meow list --json` prints them and sends the bytes raw, right after a reply frame of
+    {"tail_bytes": n, "total", "degraded"} (see `ReplyWithTail`): the CLI copies them to
+    stdout instead of decoding 100,000 rows and encoding them again. A daemon that predates
+    it ignores the flag and sends the columns and rows."""
 
     op: ClassVar[str] = "list"
     columns: bool = False
     recent: bool = False
+    json: bool = False
 
     @classmethod
     def from_args(cls, args: dict[str, Any]) -> ListRequest:
         columns, recent = _get(args, "columns", bool, False), _get(args, "recent", bool, False)
+        json = _get(args, "json", bool, False)
         if recent and not columns:
             raise BadRequest("recent needs columns")
-        return cls(columns, recent)
+        if json and (recent or not columns):
+            raise BadRequest("json needs columns and no recent")
+        return cls(columns, recent, json)
 
     def to_args(self) -> dict[str, Any]:
-        return {"columns": self.columns, "recent": self.recent} if self.columns else {}
+        if not self.columns:
+            return {}
+        args: dict[str, Any] = {"columns": True, "recent": self.recent}
+        if self.json:
+            args["json"] = True
+        return args
 
 
 @dataclass(frozen=True)
@@ -516,6 +531,16 @@ def request_from_wire(message: dict[str, Any]) -> Request:
     if not isinstance(args, dict):
         raise BadRequest("args must be a map")
     return cls.from_args(args)
+
+
+@dataclass(frozen=True)
+class ReplyWithTail:
+    """A handler's result whose reply frame is followed by `tail`, raw bytes on the same
+    stream (`reply` says how many): for bodies larger than a frame may be, which the
+    client streams through without decoding (`list` with `json`)."""
+
+    reply: dict[str, Any]
+    tail: bytes
 
 
 def ok_reply(result: Any) -> dict[str, Any]:

@@ -1,0 +1,64 @@
+"""`meow list --json`: the daemon encodes the tasks and sends the JSON raw after its reply
+(ReplyWithTail); the CLI copies it to stdout. The bytes are the ones the CLI wrote when it
+encoded the rows itself."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from meowcli.render import task_maps
+from meowd.core.errors import BadRequest
+from meowd.core.protocol import PROTOCOL_VERSION, ListRequest, request_from_wire
+from tests.conftest import MeowEnv, wait_for
+
+
+def _fill(env: MeowEnv) -> None:
+    env.meow("create", "sleep 60  # é✓", "-n", "run", "-c", "0")
+    env.meow("create", "echo 'quote \" back\\\\slash'", "-n", "done", "-c", "0")
+    env.meow("create", "true", "-n", "gpu", "-c", "1", "-M", "1GiB", "--time-limit", "1h",
+             "--after", "run")
+    env.wait_status("done", "done")
+
+
+def test_daemon_json_is_what_the_cli_wrote_itself(meow_env: MeowEnv):
+    _fill(meow_env)
+    with meow_env.client() as c:
+        def stable():
+            # Usage samples change a running task at any time: only a CLI call between two
+            # equal listings has one answer to compare with.
+            before = c.listing(recent=False)
+            out = meow_env.meow("list", "--json").stdout.encode()
+            return before == c.listing(recent=False) and (before, out)
+        reply, out = wait_for(stable, 20, "two equal listings around the CLI call")
+    maps = task_maps(reply)
+    assert out == json.dumps(maps, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    assert [t["fullname"] for t in maps] == ["run", "done", "gpu"]
+    assert "é✓" in out.decode()  # UTF-8 as it is, not \\u escapes
+
+
+def test_the_tail_streams_through_a_connection_and_a_plain_reply_is_kept(meow_env: MeowEnv):
+    _fill(meow_env)
+    message = {"v": PROTOCOL_VERSION, "op": "list", "args": {"columns": True, "json": True}}
+    with meow_env.client() as c:
+        out = io.BytesIO()
+        reply = c.call_wire(message, tail_to=out)
+        assert reply["tail_bytes"] == len(out.getvalue()) > 0 and reply["total"] == 3
+        assert [t["id"] for t in json.loads(out.getvalue())] == [1, 2, 3]
+        # The connection is in step afterwards: the next request gets its own reply.
+        assert c.ping()["pid"] > 0
+        # A reply with no tail (what a daemon from before sends) comes back whole.
+        plain = io.BytesIO()
+        reply = c.call_wire({**message, "args": {"columns": True}}, tail_to=plain)
+        assert plain.getvalue() == b"" and len(reply["rows"]) == 3
+
+
+@pytest.mark.parametrize("args", [{"json": True}, {"columns": True, "recent": True,
+                                                   "json": True}])
+def test_json_needs_columns_and_the_whole_list(args: dict):
+    with pytest.raises(BadRequest):
+        request_from_wire({"v": PROTOCOL_VERSION, "op": "list", "args": args})
+    assert ListRequest(columns=True, json=True).to_args() == {"columns": True,
+                                                               "recent": False, "json": True}
