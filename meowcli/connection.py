@@ -50,6 +50,10 @@ class ConnectionLost(MeowError):
     """The daemon went away with a request in flight: it may or may not have applied it."""
 
 
+class OutputClosed(Exception):
+    """Whoever reads the output stopped reading (`meow list --json | head`)."""
+
+
 class Connection:
     def __init__(self, paths: Paths | None = None, timeout: float | None = 60.0) -> None:
         self.paths = paths or resolve_paths()
@@ -140,7 +144,10 @@ class Connection:
                 got = self._sock.recv_into(buffer, min(left, len(buffer)))
                 if not got:
                     raise ConnectionLost("meowd closed the connection")
-                out.write(buffer[:got])
+                try:
+                    out.write(buffer[:got])
+                except BrokenPipeError:  # not meowd's doing: call_wire must not say so
+                    raise OutputClosed from None
                 left -= got
         return result
 

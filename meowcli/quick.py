@@ -177,16 +177,22 @@ def _run(command: str, names: list[str], as_json: bool, everything: bool = False
         gc.disable()
         if as_json:
             # The daemon writes the JSON; it comes after the reply, straight to stdout.
+            from meowcli.connection import OutputClosed
+
             sys.stdout.flush()
-            with _open(True, 60.0) as connection:
-                result = connection.call_wire(
-                    _message("list", {"columns": True, "recent": False, "json": True}),
-                    tail_to=sys.stdout.buffer)
-            if "tail_bytes" in result:
-                sys.stdout.buffer.write(b"\n")
-            else:  # a daemon from before: columns and rows, encoded here
-                render.write_json_reply(render.compact_reply(result, False), sys.stdout.buffer)
-            sys.stdout.buffer.flush()
+            try:
+                with _open(True, 60.0) as connection:
+                    result = connection.call_wire(
+                        _message("list", {"columns": True, "recent": False, "json": True}),
+                        tail_to=sys.stdout.buffer)
+                if "tail_bytes" in result:
+                    sys.stdout.buffer.write(b"\n")
+                else:  # a daemon from before: columns and rows, encoded here
+                    render.write_json_reply(render.compact_reply(result, False),
+                                            sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+            except (OutputClosed, BrokenPipeError):  # `| head` has what it wanted
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
         recent = not everything
         reply = render.compact_reply(_call("list", {"columns": True, "recent": recent}),

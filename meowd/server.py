@@ -300,16 +300,14 @@ class Server:
         """Decode, check and run one request, and write its reply; a valid subscribe is
         handed back instead (the caller streams states on this connection)."""
         request = None
+        tail = b""
         try:
             request = request_from_wire(decode_payload(payload))
             if isinstance(request, SubscribeRequest):
                 return None, True, request
             result = await dispatch(self.controller, request)
-            if isinstance(result, ReplyWithTail):
-                writer.write(encode_frame(ok_reply(result.reply)))
-                writer.write(result.tail)  # raw, as the reply said: the client streams it
-                await self._drain(writer)
-                return None, True, None
+            if isinstance(result, ReplyWithTail):  # raw bytes after the reply, as it says
+                result, tail = result.reply, result.tail
             reply = ok_reply(result)
             ok = True
         except MeowError as exc:
@@ -327,6 +325,10 @@ class Server:
             internal = MeowError(f"internal error: {type(exc).__name__}: {exc}")
             reply, ok = error_reply(internal), False
         writer.write(encode_frame(reply))
+        if tail:
+            writer.write(tail)
+        # Outside the try: a client that stops reading (`meow list --json | head`) only
+        # ends its own connection (the caller closes it), with no frame after the tail.
         await self._drain(writer)
         return (request if isinstance(request, ExitRequest) and ok else None), ok, None
 

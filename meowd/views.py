@@ -87,9 +87,9 @@ _ROW_STRUCT: Any = None
 
 def json_rows(rows: list[tuple[Any, ...]]) -> bytes:
     """The rows as `meow list --json` prints them (without its newline): a JSON array of
-    objects keyed by COLUMNS, compact, UTF-8; the same bytes as the CLI's json.dumps
-    (tests/daemon/test_list_json_tail.py). msgspec encodes a struct per row ~8x faster
-    than json would a dict per row; the daemon imports it once."""
+    objects keyed by COLUMNS, compact, UTF-8; for the finite numbers a task holds, the same
+    bytes as json.dumps (tests/cli/test_list_json_tail.py). msgspec encodes a struct per
+    row ~8x faster than json would a dict per row; the daemon imports it once."""
     global _ROW_STRUCT
     import msgspec
 

@@ -3,8 +3,9 @@
 A cgroup holds every process a task starts, whatever they do (new sessions, double
 forks, re-parenting), so `meow kill` can stop them all at once (cgroup.kill) and the
 task's membership is exact. meowd creates `meow.tasks/` under its own cgroup and one
-child per attempt; the task's wrapper moves itself in before it runs anything, so no
-process escapes between spawn and placement. Without a writable cgroup v2, meow falls
+child per attempt. The task starts inside it (spawn.py, glibc >= 2.39) or its wrapper
+moves itself in before it runs anything, so no process escapes between spawn and
+placement. Without a writable cgroup v2, meow falls
 back to the process group plus tracked descendants (see tree.py).
 """
 

@@ -2,7 +2,8 @@
 
 Each attempt runs as `/bin/sh -c WRAPPER` in its own session (its pgid is its pid, so a
 signal to -pid reaches the whole group) and, where cgroup v2 is writable, in its own
-cgroup that the wrapper joins before it runs anything. The wrapper writes the command's
+cgroup: spawned straight into it where glibc can (spawn.py), else joined by the wrapper
+before it runs anything. The wrapper writes the command's
 exit status to the attempt's exit file, so a daemon that was not the task's parent (it
 restarted meanwhile) still learns the real exit code. Exits are noticed through a pidfd
 registered with the event loop: no thread per task, no polling.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import select
@@ -53,6 +55,9 @@ WRAPPER = (
 )
 _DEFAULT_SIGNALS = [signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
                     signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD]
+_NO_DIRECT_SPAWN = {errno.EBADF, errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.EACCES,
+                    errno.EOPNOTSUPP, errno.EBUSY}
+"""Errors of a spawn into a cgroup that mean it cannot work here (see `_spawn`)."""
 _DRAIN_TICK = 0.05
 _task_umask = 0o022
 
@@ -179,7 +184,7 @@ class LocalExecutor:
         files = [(0, "/dev/null", os.O_RDONLY, 0), (1, launch.stdout, flags, 0o600),
                  (2, launch.stderr, flags, 0o600)]
         pid = None
-        direct = self._direct
+        direct, refused = self._direct, None
         if group is not None and direct is not None:
             try:  # born in its cgroup: the wrapper has nothing to join
                 pid = direct.spawn("/bin/sh", self._argv(launch, ""), launch.env, files,
@@ -187,11 +192,8 @@ class LocalExecutor:
             except ValueError as exc:  # NUL or '=' slipped through
                 cgroups.remove(group)
                 raise StartError(str(exc)) from None
-            except OSError as exc:
-                # Whatever the cause (a seccomp filter refusing clone3, a cgroup that is
-                # no leaf), the joining start below still works: use it from now on.
-                log.info("cannot spawn into a cgroup (%s): tasks join theirs instead", exc)
-                self._direct = None
+            except OSError as exc:  # this start joins its cgroup instead (below)
+                refused = exc
         if pid is None:
             try:
                 pid = os.posix_spawn(
@@ -207,6 +209,14 @@ class LocalExecutor:
                 if group is not None:
                     cgroups.remove(group)
                 raise StartError(str(exc) or type(exc).__name__) from None
+            if refused is not None and refused.errno in _NO_DIRECT_SPAWN:
+                # The joining start worked where the direct one was refused for a reason
+                # that will not pass (a seccomp filter refusing clone3, a cgroup that is no
+                # leaf): join from now on. Passing trouble (EAGAIN, ENOMEM, a full disk)
+                # costs that one start its speed, not every later one.
+                log.warning("cannot spawn tasks straight into their cgroups (%s): they join "
+                            "them instead, which costs an RCU wait per start", refused)
+                self._direct = None
         return pid, process_create_time(pid) or 0.0, group
 
     @staticmethod

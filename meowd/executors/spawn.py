@@ -17,6 +17,7 @@ joins its cgroup as before.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -56,7 +57,7 @@ class DirectSpawn:
         if os.environ.get("MEOW_CGROUP_JOIN"):
             return None
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
+            libc = ctypes.CDLL(None)  # errors come back as return values
             libc.posix_spawnattr_setcgroup_np  # noqa: B018 (glibc >= 2.39)
         except (OSError, AttributeError):
             return None
@@ -108,7 +109,8 @@ class DirectSpawn:
                 libc.posix_spawnattr_destroy(attr)
         finally:
             libc.posix_spawn_file_actions_destroy(actions)
-            os.close(group_fd)
+            with contextlib.suppress(OSError):  # never a second start over a close
+                os.close(group_fd)
 
 
 def _check(error: int) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from meowcli.render import task_maps
 from meowd.core.errors import BadRequest
-from meowd.core.protocol import PROTOCOL_VERSION, ListRequest, request_from_wire
+from meowd.core.protocol import PROTOCOL_VERSION, ListRequest, TaskSpec, request_from_wire
 from tests.conftest import MeowEnv, wait_for
 
 
@@ -62,3 +62,24 @@ def test_json_needs_columns_and_the_whole_list(args: dict):
         request_from_wire({"v": PROTOCOL_VERSION, "op": "list", "args": args})
     assert ListRequest(columns=True, json=True).to_args() == {"columns": True,
                                                                "recent": False, "json": True}
+
+
+def test_a_reader_that_stops_early_ends_quietly_on_both_sides(meow_env: MeowEnv):
+    """`meow list --json | head -c 20`: the CLI exits 0 with nothing on stderr (the pipe
+    closed, not meowd), and meowd only drops that connection: no error, no stray frame."""
+    import subprocess
+
+    from tests.conftest import BIN
+
+    with meow_env.client() as c:
+        c.create([TaskSpec("true", None, 0, 0) for _ in range(400)], "/", {})
+    cli = subprocess.Popen([str(BIN / "meow"), "list", "--json"], env=meow_env.env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert cli.stdout is not None and cli.stdout.read(20).startswith(b'[{"id":1,')
+    cli.stdout.close()  # well before the ~280 KB are written
+    assert cli.wait(30) == 0
+    assert cli.stderr is not None and cli.stderr.read() == b""
+    with meow_env.client() as c:
+        assert c.ping()["pid"] > 0 and len(c.list()) == 400
+    log = meow_env.daemon_log()
+    assert "could not be stored" not in log and "handler failed" not in log, log
