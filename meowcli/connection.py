@@ -27,7 +27,6 @@ from meowd.core.errors import (
 from meowd.core.framing import (
     HEADER,
     MAX_FRAME,
-    FrameDecoder,
     decode_payload,
     encode_frame,
 )
@@ -59,10 +58,6 @@ class Connection:
         self.paths = paths or resolve_paths()
         self.timeout = timeout
         self._sock: socket.socket | None = None
-        # Replies (a list of 100,000 tasks) may be large: the small-frame rule is for
-        # what the daemon accepts, not for what it answers.
-        self._decoder = FrameDecoder(max_small_frame=MAX_FRAME)
-        self._frames: list[bytes] = []
 
     # -- connection ----------------------------------------------------------------------
     def connect(self) -> Connection:
@@ -117,33 +112,22 @@ class Connection:
         self._sock.sendall(encode_frame(message))
 
     def receive(self) -> object:
-        assert self._sock is not None
-        while not self._frames:
-            try:
-                chunk = self._sock.recv(1 << 20)
-            except ConnectionResetError:
-                raise ConnectionLost("meowd closed the connection") from None
-            if not chunk:
-                raise ConnectionLost("meowd closed the connection")
-            self._frames += self._decoder.feed(chunk)
-        return _result(decode_payload(self._frames.pop(0)))
-
-    def _receive_with_tail(self, out: BinaryIO) -> object:
-        """A reply that may be followed by `tail_bytes` raw bytes (ReplyWithTail): read the
-        frame exactly, so none of the tail is taken for frames, then copy the tail to `out`
-        as it arrives, never holding it whole."""
-        assert self._sock is not None and not self._frames and not self._decoder.pending
+        """The next reply's result (or its error, raised). Frames are read exactly,
+        header then body, so raw bytes that follow a reply (ReplyWithTail) stay unread."""
         (length,) = HEADER.unpack(self._recv_exact(HEADER.size))
         if length > MAX_FRAME:
             raise FrameTooLarge(f"reply of {length} bytes exceeds the {MAX_FRAME}-byte limit")
-        result = _result(decode_payload(self._recv_exact(length)))
+        return _result(decode_payload(self._recv_exact(length)))
+
+    def _receive_with_tail(self, out: BinaryIO) -> object:
+        """A reply that may be followed by `tail_bytes` raw bytes (ReplyWithTail): copy
+        them to `out` as they arrive, never holding them whole."""
+        result = self.receive()
         left = result.get("tail_bytes") if isinstance(result, dict) else None
         if isinstance(left, int):
-            buffer = memoryview(bytearray(1 << 20))
+            buffer = memoryview(bytearray(min(left, 1 << 20)))
             while left > 0:
-                got = self._sock.recv_into(buffer, min(left, len(buffer)))
-                if not got:
-                    raise ConnectionLost("meowd closed the connection")
+                got = self._recv_into(buffer[:min(left, len(buffer))])
                 try:
                     out.write(buffer[:got])
                 except BrokenPipeError:  # not meowd's doing: call_wire must not say so
@@ -151,15 +135,23 @@ class Connection:
                 left -= got
         return result
 
-    def _recv_exact(self, n: int) -> bytes:
+    def _recv_exact(self, n: int) -> bytearray:
+        data = bytearray(n)
+        view, got = memoryview(data), 0
+        while got < n:
+            got += self._recv_into(view[got:])
+        return data
+
+    def _recv_into(self, view: memoryview) -> int:
+        """Some bytes into `view` (at least one): ConnectionLost when meowd is gone."""
         assert self._sock is not None
-        data = bytearray()
-        while len(data) < n:
-            chunk = self._sock.recv(min(n - len(data), 1 << 20))
-            if not chunk:
-                raise ConnectionLost("meowd closed the connection")
-            data += chunk
-        return bytes(data)
+        try:
+            got = self._sock.recv_into(view)
+        except ConnectionResetError:
+            raise ConnectionLost("meowd closed the connection") from None
+        if not got:
+            raise ConnectionLost("meowd closed the connection")
+        return got
 
     def call_wire(self, message: dict[str, object], tail_to: BinaryIO | None = None) -> object:
         """Send a request and return its reply's result; with `tail_to`, raw bytes that
