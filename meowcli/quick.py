@@ -88,11 +88,13 @@ def _message(op: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _call(op: str, args: dict[str, Any], autostart: bool = True,
-          timeout: float | None = 60.0, then: tuple[str, ...] = ()) -> Any:
+          timeout: float | None = 60.0, then: tuple[str, ...] = (),
+          tail_to: Any = None) -> Any:
     """The result of `op`; with `then`, a list: the results of `op` and of each op in
-    `then` (no arguments), asked on one connection."""
+    `then` (no arguments), asked on one connection. `tail_to`: where raw bytes that
+    follow the reply go (Connection.call_wire)."""
     with _open(autostart, timeout) as connection:
-        result = connection.call_wire(_message(op, args))
+        result = connection.call_wire(_message(op, args), tail_to)
         if not then:
             return result
         return [result, *(connection.call_wire(_message(more, {})) for more in then)]
@@ -181,10 +183,8 @@ def _run(command: str, names: list[str], as_json: bool, everything: bool = False
 
             sys.stdout.flush()
             try:
-                with _open(True, 60.0) as connection:
-                    result = connection.call_wire(
-                        _message("list", {"columns": True, "recent": False, "json": True}),
-                        tail_to=sys.stdout.buffer)
+                result = _call("list", {"columns": True, "recent": False, "json": True},
+                               tail_to=sys.stdout.buffer)
                 if "tail_bytes" in result:
                     sys.stdout.buffer.write(b"\n")
                 else:  # a daemon from before: columns and rows, encoded here

@@ -101,10 +101,9 @@ def write_json_reply(reply: dict[str, Any], out: Any) -> None:
     if len(rows) < MSGSPEC_FROM:
         _write_json([dict(zip(reply["columns"], r)) for r in rows], out)  # noqa: B905
         return
-    import msgspec
+    from meowd.core.listjson import encode_rows  # what meowd writes itself
 
-    row = msgspec.defstruct("Task", reply["columns"])
-    out.write(msgspec.json.encode([row(*r) for r in rows]))  # 80 MB at 100k: no copy
+    out.write(encode_rows(reply["columns"], rows))  # 80 MB at 100k: no copy
     out.write(b"\n")
     out.flush()
 

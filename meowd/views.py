@@ -9,12 +9,13 @@ from __future__ import annotations
 import gc
 import heapq
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from itertools import islice
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
-from meowd.core import listing
+from meowd.core import listing, listjson
 from meowd.core.models import ACTIVE, NO_USAGE, Task, TaskStatus
 from meowd.core.units import format_duration, format_mib
 from meowd.devices import NO_GPU_HINT
@@ -82,24 +83,21 @@ def _end_order(t: Task) -> tuple[float, int]:
     return (t.created_at if t.ended_at is None else t.ended_at), t.id
 
 
-_ROW_STRUCT: Any = None
-
-
 def json_rows(rows: list[tuple[Any, ...]]) -> bytes:
-    """The rows as `meow list --json` prints them (without its newline): a JSON array of
-    objects keyed by COLUMNS, compact, UTF-8; for the finite numbers a task holds, the same
-    bytes as json.dumps (tests/cli/test_list_json_tail.py). msgspec encodes a struct per
-    row ~8x faster than json would a dict per row; the daemon imports it once."""
-    global _ROW_STRUCT
-    import msgspec
+    """The rows as `meow list --json` prints them (listjson.encode_rows), with the cyclic
+    collector paused as in `rows`."""
+    with _gc_paused():
+        return listjson.encode_rows(COLUMNS, rows)
 
-    if _ROW_STRUCT is None:
-        _ROW_STRUCT = msgspec.defstruct("Task", COLUMNS)
-    make = _ROW_STRUCT
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Building 100,000 acyclic rows or structs: the cyclic collector would walk every
+    task again and again meanwhile (60% of the time)."""
     paused = gc.isenabled()
-    gc.disable()  # 100,000 acyclic structs: see `rows`
+    gc.disable()
     try:
-        return msgspec.json.encode([make(*r) for r in rows])
+        yield
     finally:
         if paused:
             gc.enable()
@@ -108,17 +106,9 @@ def json_rows(rows: list[tuple[Any, ...]]) -> bytes:
 def rows(c: Controller, tasks: Iterable[Task]) -> list[tuple[Any, ...]]:
     """`public` of each task as a row of COLUMNS' values, built for 100,000 tasks: plain
     fields read in one C call, the never-used usage and the common reasons to wait
-    formatted once per call. A task with secrets goes through `public` itself.
-
-    The cyclic collector is paused meanwhile: the rows are acyclic, and it would walk
-    every task again and again while 100,000 rows are made (60% of the time)."""
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    formatted once per call. A task with secrets goes through `public` itself."""
+    with _gc_paused():
         return _rows(c, tasks)
-    finally:
-        if paused:
-            gc.enable()
 
 
 def _rows(c: Controller, tasks: Iterable[Task]) -> list[tuple[Any, ...]]:
