@@ -445,6 +445,11 @@ def _decode(data: bytes, uid: int, name: str) -> _Record | None:
         return None
 
 
+def _identity(name: str, st: os.stat_result) -> tuple[Any, ...]:
+    """A ledger file's version: a write changes its ctime, which nobody can set."""
+    return name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_uid
+
+
 ALIVE_FOR = 0.5
 """Seconds one of this queue's own claim holders seen alive counts as alive without
 reading /proc again (two reads per claim per ledger operation were a third of the
@@ -832,7 +837,7 @@ class FileLedger(_BaseLedger):
             if per_uid.get(st.st_uid, 0) >= MAX_FILES_PER_UID:
                 continue
             per_uid[st.st_uid] = per_uid.get(st.st_uid, 0) + 1
-            key = (name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_uid)
+            key = _identity(name, st)
             if key in known:
                 record = known[key]
             else:
@@ -841,7 +846,7 @@ class FileLedger(_BaseLedger):
                     continue
                 data, st = read
                 record = _decode(data, st.st_uid, name)
-                key = (name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_uid)
+                key = _identity(name, st)  # as read (it may have changed since the lstat)
             self._decoded[key] = record
             if record is not None:
                 records.append(replace(record, claims=list(record.claims)))
