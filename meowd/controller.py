@@ -106,6 +106,9 @@ class Controller(Creating, Commands, Starting, Sampling):
             collections.deque(maxlen=4096)
         """(version, the task ids it changed, or None for everything): for deltas."""
         self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.row_json: dict[int, bytes] = {}
+        """Ended tasks' `meow list --json` rows, encoded (views.json_list); `bump` drops
+        a task's."""
         self.on_idle: Callable[[], None] | None = None
         """Called when the last task ends and `shutdown_on_complete` is set."""
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
@@ -250,6 +253,11 @@ class Controller(Creating, Commands, Starting, Sampling):
         `changed()` waiter. The change log lets `changes_since` send only deltas."""
         self.version += 1
         self._changes.append((self.version, None if everything else frozenset(task_ids)))
+        if everything:
+            self.row_json.clear()
+        else:
+            for task_id in task_ids:
+                self.row_json.pop(task_id, None)
         if not self._changed.done():
             self._changed.set_result(None)
         self._changed = asyncio.get_running_loop().create_future()

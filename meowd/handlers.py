@@ -6,7 +6,6 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from operator import itemgetter
 from typing import Any
 
 from meowd import __version__, views
@@ -59,9 +58,7 @@ async def list_(c: Controller, r: ListRequest
     if r.recent:
         tasks, omitted = views.recent(c)
     if r.json:
-        rows = views.rows(c, tasks)
-        rows.sort(key=itemgetter(0))  # by id, as the CLI printed them; sorted as a rule
-        body = views.json_rows(rows)
+        body = views.json_list(c, tasks)  # by id, as the CLI printed them
         return ReplyWithTail({"tail_bytes": len(body), "total": len(c.tasks),
                               "degraded": c.store.degraded}, body)
     return {"columns": views.COLUMNS, "rows": views.rows(c, tasks), "total": len(c.tasks),

@@ -20,8 +20,31 @@ def encode_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
     faster than json a dict per row."""
     import msgspec
 
+    make = _struct(columns)
+    return msgspec.json.encode([make(*r) for r in rows])
+
+
+def encode_mixed(columns: Sequence[str], items: Sequence[Sequence[Any] | bytes]) -> bytes:
+    """`encode_rows`, where an item may be a row's JSON already encoded (`encode_row`):
+    its bytes go in as they are."""
+    import msgspec
+
+    make, raw = _struct(columns), msgspec.Raw
+    return msgspec.json.encode([raw(i) if i.__class__ is bytes else make(*i) for i in items])
+
+
+def encode_row(columns: Sequence[str], row: Sequence[Any]) -> bytes:
+    """One row's JSON object, as it appears in `encode_rows`' array."""
+    import msgspec
+
+    return msgspec.json.encode(_struct(columns)(*row))
+
+
+def _struct(columns: Sequence[str]) -> Any:
     key = tuple(columns)
     make = _STRUCTS.get(key)
     if make is None:
+        import msgspec
+
         make = _STRUCTS[key] = msgspec.defstruct("Task", key)
-    return msgspec.json.encode([make(*r) for r in rows])
+    return make

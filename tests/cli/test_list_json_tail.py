@@ -83,3 +83,25 @@ def test_a_reader_that_stops_early_ends_quietly_on_both_sides(meow_env: MeowEnv)
         assert c.ping()["pid"] > 0 and len(c.list()) == 400
     log = meow_env.daemon_log()
     assert "could not be stored" not in log and "handler failed" not in log, log
+
+
+def test_an_ended_tasks_row_is_kept_until_the_task_changes(meow_env: MeowEnv, tmp_path):
+    """meowd keeps ended tasks' rows encoded: a retry (or any change) must show."""
+    meow_env.meow("create", f"test -e {tmp_path / 'ok'} || exit 3", "-n", "flaky", "-c", "0")
+    meow_env.meow("create", "true", "-n", "gone", "-c", "0")
+    meow_env.wait_status("flaky", "failed")
+    meow_env.wait_status("gone", "done")
+
+    def listed() -> bytes:
+        return meow_env.meow("list", "--json").stdout.encode()
+
+    first = listed()
+    assert listed() == first  # the second from the kept rows
+    assert {t["fullname"]: t["status"] for t in json.loads(first)} == {"flaky": "failed",
+                                                                       "gone": "done"}
+    (tmp_path / "ok").touch()
+    meow_env.meow("retry", "flaky")
+    meow_env.wait_status("flaky", "done")
+    meow_env.meow("remove", "gone")
+    after = json.loads(listed())
+    assert [(t["fullname"], t["status"], t["attempts"]) for t in after] == [("flaky", "done", 2)]
