@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import logging
 import shlex
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ def default_executors(on_exit: ExitCallback, c: Controller) -> dict[str, Executo
     found: dict[str, Executor] = {"local": LocalExecutor(
         on_exit, cgroups=Cgroups.detect(_namespace(c.paths)), tracked=c.monitor.known,
         kill_grace=lambda: c.settings.kill_grace,
-        kill_leftovers=lambda: c.settings.kill_leftovers, batch=c.store.transaction)}
+        kill_leftovers=lambda: c.settings.kill_leftovers, batch=c.exits_batch)}
     if shutil.which("sbatch"):
         s = c.settings
         found["slurm"] = SlurmExecutor(on_exit, partition=s.slurm_partition or None,
@@ -113,6 +114,8 @@ class Controller(Creating, Commands, Starting, Sampling):
         """Called when the last task ends and `shutdown_on_complete` is set."""
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
         self._wake = asyncio.Event()
+        self._stopping = False
+        """`stop` began: exits record their ends and start nothing."""
         self._poll_now = asyncio.Event()
         self._next_id = 1
         self._lost_output: set[int] = set()
@@ -253,11 +256,8 @@ class Controller(Creating, Commands, Starting, Sampling):
         `changed()` waiter. The change log lets `changes_since` send only deltas."""
         self.version += 1
         self._changes.append((self.version, None if everything else frozenset(task_ids)))
-        if everything:
-            self.row_json.clear()
-        else:
-            for task_id in task_ids:
-                self.row_json.pop(task_id, None)
+        for task_id in task_ids:  # (an ended task's row depends on the task alone)
+            self.row_json.pop(task_id, None)
         if not self._changed.done():
             self._changed.set_result(None)
         self._changed = asyncio.get_running_loop().create_future()
@@ -433,6 +433,28 @@ class Controller(Creating, Commands, Starting, Sampling):
         """`<task home>/attempt-N`: every file of one attempt is this plus an extension."""
         return self.task_home(task) / f"attempt-{n}"
 
+    @contextlib.contextmanager
+    def exits_batch(self) -> Iterator[None]:
+        """Around exits reported together: their ends and the placement pass they make
+        room for commit as one transaction (one commit per turn, not two), and the
+        tasks chosen start right after it, without a turn of the loop in between."""
+        started: list[tuple[Task, Attempt]] = []
+        with self.store.transaction():
+            yield
+            if self._stopping:  # the ends of a shutdown start nothing
+                return
+            self._wake.clear()  # this pass sees every change that set it
+            try:
+                started = self.record_starts()
+            except Exception:
+                log.exception("scheduling pass failed; will retry on the next event")
+                self._wake.set()
+        try:
+            self.start_recorded(started)
+        except Exception:
+            log.exception("starting tasks failed; will retry on the next event")
+            self._wake.set()
+
     # -- loops and shutdown ----------------------------------------------------------------
     async def run(self) -> None:
         """The scheduling loop, the device poller and executors' own work, until cancelled."""
@@ -468,6 +490,7 @@ class Controller(Creating, Commands, Starting, Sampling):
                 log.exception("device poll failed")
 
     async def stop(self, kill_tasks: bool) -> None:
+        self._stopping = True
         if kill_tasks and self.running:
             for task_id in list(self.running):
                 self._terminate(self.index[task_id], StopIntent.KILL, signal.SIGTERM)

@@ -52,18 +52,23 @@ class Starting:
 
     def schedule(self) -> int:
         """One placement pass; returns how many tasks were started."""
+        return self.start_recorded(self.record_starts())
+
+    def record_starts(self) -> list[tuple[Task, Attempt]]:
+        """Phase 1 of a pass: place, and record each chosen task's attempt (committed
+        by the transaction it runs in: its own, or the ends that made the room, see
+        `Controller.exits_batch`). A crash after this and before the start is seen on
+        restart (no pid, no wrapper process) and requeued, so nothing runs twice."""
         if self.store.degraded:  # a start that cannot be recorded could run twice
             self.hold = None
-            return 0
+            return []
         chosen = [(self.index[p.task_id], list(p.devices), list(p.reserved_mib))
                   for p in self._place()]
         chosen += [(t, [], []) for t in sorted(self.index.remote.values(),
                                                 key=lambda t: (-t.priority, t.created_at, t.id))]
         if not chosen:
-            return 0
+            return []
         started: list[tuple[Task, Attempt]] = []
-        # Phase 1: commit the intent. A crash after this and before the start is seen on
-        # restart (no pid, no wrapper process) and requeued, so nothing runs twice.
         now = time.time()
         with self.store.transaction():
             for task, devices, reserved in chosen:
@@ -79,7 +84,18 @@ class Starting:
                 self._set_status(task, TaskStatus.RUNNING, None)
                 self.running[task.id] = Running(attempt, self.executors[task.executor])
                 started.append((task, attempt))
-        # Phase 2: start, then record the handles. Any failure ends that task alone.
+        return started
+
+    def start_recorded(self, started: list[tuple[Task, Attempt]]) -> int:
+        """Phase 2, once phase 1 is committed: start, then record the handles. Any
+        failure ends that task alone. If phase 1 could not be stored (a full disk), the
+        tasks go back to waiting unstarted: started, they could run twice."""
+        if not started:
+            return 0
+        if self.store.degraded:
+            for task, attempt in started:
+                self._unstart(task, attempt, "its start could not be recorded; requeued")
+            return 0
         failed: list[tuple[Task, str]] = []
         with self.store.transaction():
             for task, attempt in started:
@@ -100,6 +116,17 @@ class Starting:
             log.warning("task %d %s: %s", task.id, task.fullname, reason)
             self._finish_plain(task, TaskStatus.FAILED, EndReason.SPAWN, reason)  # releases
         return len(started) - len(failed)
+
+    def _unstart(self, task: Task, attempt: Attempt, reason: str) -> None:
+        """Back to waiting, as if the attempt had never been begun."""
+        run = self.running.pop(task.id, None)
+        if run is not None:
+            run.cancel_timers()
+        self.ledger.release(attempt_key(task.id, attempt.n))
+        with self.store.transaction():
+            task.attempts -= 1
+            task.reset_for_queue()
+            self._set_status(task, TaskStatus.WAITING, reason)
 
     def _place(self) -> list[Any]:
         """Local placements from the pure scheduler; remembers the GPUs it holds."""
@@ -128,8 +155,9 @@ class Starting:
         if plan.hold != self.hold:
             if plan.hold is not None:
                 held = self.index[plan.hold.task_id]
-                log.info("holding GPUs %s for task %d %s", plan.hold.devices, held.id,
-                         held.fullname)
+                # debug: in a sweep every task is held in turn while the GPUs are busy
+                log.debug("holding GPUs %s for task %d %s", plan.hold.devices, held.id,
+                          held.fullname)
             self.bump(everything=True)  # every waiting task's why may name it
         self.hold = plan.hold
         return self._claim(plan.placements, {u.index: u.free for u in usage})
@@ -181,7 +209,7 @@ class Starting:
             # The claim moves from this daemon to the task (for the whole pass at once, in
             # `schedule`): it lives exactly as long as the task's process.
             self._to_bind[attempt_key(task.id, attempt.n)] = handle.pid
-        self.store.insert_attempt(attempt)
+        self.store.attempt_started(attempt)
         self._arm_deadline(task)
 
     async def _start_async(self, task: Task, run: Running, launch: Launch) -> None:

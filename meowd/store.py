@@ -292,11 +292,9 @@ class Store:
             raise StoreUnavailable(self._unavailable())
         self._ops = []
         try:
-            if not self.backlog:
-                self._db.execute("BEGIN IMMEDIATE")
-            try:
+            try:  # BEGIN comes with the first write (`_write`): a unit with none is free
                 yield
-                if not self.backlog:
+                if self._db.in_transaction:
                     self._db.execute("COMMIT")
             except BaseException as exc:
                 if self._db.in_transaction:
@@ -323,6 +321,8 @@ class Store:
             return
         self._ops.append((sql, params, many))
         if not self.backlog:
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
             (self._db.executemany if many else self._db.execute)(sql, params)
 
     @property
@@ -438,10 +438,18 @@ class Store:
             "INSERT OR REPLACE INTO attempts (task_id, n, pid, create_time, devices, started_at, "
             "ended_at, exit_code, reason, stdout, stderr, exit_file, end_reason, job_id, "
             "deadline, usage, memory) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (a.task_id, a.n, a.pid, a.create_time, json.dumps(a.devices), a.started_at,
+            (a.task_id, a.n, a.pid, a.create_time, _json_list(a.devices), a.started_at,
              a.ended_at, a.exit_code, a.reason, a.stdout, a.stderr, a.exit_file, a.end_reason,
-             a.job_id, a.deadline, json.dumps(a.usage.to_wire()), a.memory),
+             a.job_id, a.deadline,
+             _NO_USAGE if a.usage == _EMPTY_USAGE else json.dumps(a.usage.to_wire()),
+             a.memory),
         )
+
+    def attempt_started(self, a: Attempt) -> None:
+        """Record what the executor says of a started attempt: its process or job."""
+        self._write("UPDATE attempts SET pid = ?, create_time = ?, job_id = ? "
+                    "WHERE task_id = ? AND n = ?",
+                    (a.pid, a.create_time, a.job_id, a.task_id, a.n))
 
     def attempts(self, task_id: int) -> list[Attempt]:
         rows = self._db.execute(

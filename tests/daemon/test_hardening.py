@@ -129,6 +129,8 @@ def test_a_task_that_ends_on_a_full_disk_is_recorded_once_there_is_room(
     meow_home.meow("create", f"while [ ! -e {go} ]; do sleep 0.05; done; exit 7", "-n", "ends",
                    "-c", "0")
     meow_home.wait_status("ends", "running")
+    meow_home.meow("set", "cpu_slots", "1")
+    meow_home.meow("create", "true", "-n", "next", "-c", "0")  # waits for the one slot
     filler = _fill(small_disk)
     go.touch()
     # the end is known (in memory) but cannot be stored: meowd says it is degraded
@@ -137,11 +139,14 @@ def test_a_task_that_ends_on_a_full_disk_is_recorded_once_there_is_room(
     assert "not yet stored" in degraded["degraded"]
     assert "meowd is degraded" in meow_home.meow("list").stderr
     assert "degraded" in meow_home.meow("test").stderr
+    # The slot it freed starts nothing: a start that cannot be recorded could run twice.
+    assert meow_home.tasks()["next"]["status"] == "waiting"
     refused = meow_home.meow("create", "true", "-n", "meanwhile", "-c", "0", check=False)
     assert refused.returncode != 0 and "cannot write its state" in refused.stderr
     filler.unlink()
     wait_for(lambda: not _ping(meow_home).get("degraded"), timeout=20, what="recovery")
     assert meow_home.tasks()["ends"]["exit_code"] == 7
+    assert meow_home.wait_status("next", "done")["attempts"] == 1
     meow_home.kill9()
     meow_home.start()
     task = meow_home.tasks()["ends"]
