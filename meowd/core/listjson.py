@@ -17,27 +17,39 @@ def encode_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
     """A JSON array of objects keyed by `columns`, compact and UTF-8 (no trailing
     newline): for the finite numbers a task holds, the bytes json.dumps writes with
     separators=(",", ":") and ensure_ascii=False. msgspec encodes a struct per row ~8x
-    faster than json a dict per row."""
-    import msgspec
-
-    make = _struct(columns)
-    return msgspec.json.encode([make(*r) for r in rows])
+    faster than json a dict per row; without msgspec (a Python where only meow's core
+    dependencies are installed), json writes the same bytes."""
+    return encode_mixed(columns, rows)
 
 
 def encode_mixed(columns: Sequence[str], items: Sequence[Sequence[Any] | bytes]) -> bytes:
     """`encode_rows`, where an item may be a row's JSON already encoded (`encode_row`):
     its bytes go in as they are."""
-    import msgspec
-
+    msgspec = _msgspec()
+    if msgspec is None:
+        return b"[" + b",".join(i if i.__class__ is bytes else encode_row(columns, i)
+                                for i in items) + b"]"
     make, raw = _struct(columns), msgspec.Raw
     return msgspec.json.encode([raw(i) if i.__class__ is bytes else make(*i) for i in items])
 
 
 def encode_row(columns: Sequence[str], row: Sequence[Any]) -> bytes:
     """One row's JSON object, as it appears in `encode_rows`' array."""
-    import msgspec
+    msgspec = _msgspec()
+    if msgspec is None:
+        import json
 
+        return json.dumps(dict(zip(columns, row, strict=True)), separators=(",", ":"),
+                          ensure_ascii=False).encode()
     return msgspec.json.encode(_struct(columns)(*row))
+
+
+def _msgspec() -> Any:
+    try:
+        import msgspec
+    except ImportError:
+        return None
+    return msgspec
 
 
 def _struct(columns: Sequence[str]) -> Any:

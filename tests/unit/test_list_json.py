@@ -37,3 +37,22 @@ def test_both_encoders_write_the_same_json():
     import msgspec
 
     assert _written(render._write_json, maps) == msgspec.json.encode(maps) + b"\n"
+
+
+def test_without_msgspec_the_same_bytes_come_out(monkeypatch):
+    """msgspec speeds `list --json` up; a Python with only meow's core dependencies
+    (no msgspec) writes the same bytes with json, kept rows spliced in alike."""
+    from meowd.core import listjson
+
+    reply = _reply(render.MSGSPEC_FROM + 5)
+    columns, rows = reply["columns"], sorted(reply["rows"], key=lambda r: r[0])
+    fast = listjson.encode_rows(columns, rows)
+    kept = listjson.encode_row(columns, rows[3])
+    mixed = listjson.encode_mixed(columns, [*rows[:3], kept, *rows[4:]])
+    maps = [dict(zip(columns, r, strict=True)) for r in rows]
+    tasks = _written(render.write_json_tasks, maps)
+    monkeypatch.setitem(__import__("sys").modules, "msgspec", None)  # import fails
+    assert listjson.encode_rows(columns, rows) == fast == mixed
+    assert listjson.encode_mixed(columns, [*rows[:3], kept, *rows[4:]]) == fast
+    assert listjson.encode_row(columns, rows[3]) == kept
+    assert _written(render.write_json_tasks, maps) == tasks == fast + b"\n"
