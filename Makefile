@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_submit.py
 	$(BIN)/python benchmarks/bench_restart.py
 	$(BIN)/python benchmarks/bench_top.py
+	$(BIN)/python benchmarks/drain_floor.py
 	$(BIN)/python benchmarks/simulate.py --scale
 
 clean:

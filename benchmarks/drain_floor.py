@@ -137,16 +137,21 @@ def main() -> None:
     for name, ms in loop_ms.items():
         print(f"  {ms:7.3f} ms  {name}")
     floor = sum(loop_ms.values())
+    # Between one task's exit and the next one's spawn on that slot: the end recorded,
+    # the claim, the start recorded, the cgroup. The pid and the claim's move come after
+    # the spawn, while the child runs.
+    between = floor - loop_ms["SQLite: record the pid (one commit)"] \
+        - loop_ms["ledger: move the claim to the task"]
     tsp_child = chain_ms["child: fork + exec `true` (task-spooler's)"]
     meow_child = chain_ms["child: meow's wrapper running `true`"]
-    print(f"\n  {floor:7.3f} ms  on meowd's loop per task, I/O only (Python around it not "
-          "counted)")
-    print(f"  at most {1e3 / floor:6.0f} tasks/s through one loop thread, whatever the slots")
+    print(f"\n  {floor:7.3f} ms  on meowd's loop per task, I/O only (no Python around it)")
+    print(f"  {between:7.3f} ms  of it between a slot's exit and its next spawn")
+    print(f"  so at most {1e3 / floor:.0f} tasks/s through one loop thread, and per slot one "
+          f"task per {meow_child + between:.3f} ms (its child, then that I/O):")
     for slots in (2, 8):
-        # A slot's turn: its child chain, then the loop's work for it; the loop is shared.
-        bound = min(slots * 1e3 / (meow_child + floor), 1e3 / floor)
-        print(f"  {slots} slots: at most {bound:6.0f} tasks/s; task-spooler's children alone "
-              f"allow {slots * 1e3 / tsp_child:6.0f}")
+        bound = min(slots * 1e3 / (meow_child + between), 1e3 / floor)
+        print(f"  {slots} slots: at most {bound:6.0f} tasks/s if meowd's Python took no time "
+              f"(task-spooler's children alone: {slots * 1e3 / tsp_child:.0f})")
 
 
 if __name__ == "__main__":
