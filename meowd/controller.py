@@ -114,7 +114,7 @@ class Controller(Creating, Commands, Starting, Sampling):
         """Called when the last task ends and `shutdown_on_complete` is set."""
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
         self._wake = asyncio.Event()
-        self._stopping = False
+        self.stopping = False
         """`stop` began: exits record their ends and start nothing."""
         self._poll_now = asyncio.Event()
         self._next_id = 1
@@ -441,7 +441,7 @@ class Controller(Creating, Commands, Starting, Sampling):
         started: list[tuple[Task, Attempt]] = []
         with self.store.transaction():
             yield
-            if self._stopping:  # the ends of a shutdown start nothing
+            if self.stopping:  # the ends of a shutdown start nothing
                 return
             self._wake.clear()  # this pass sees every change that set it
             try:
@@ -490,7 +490,7 @@ class Controller(Creating, Commands, Starting, Sampling):
                 log.exception("device poll failed")
 
     async def stop(self, kill_tasks: bool) -> None:
-        self._stopping = True
+        self.stopping = True
         if kill_tasks and self.running:
             for task_id in list(self.running):
                 self._terminate(self.index[task_id], StopIntent.KILL, signal.SIGTERM)

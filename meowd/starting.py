@@ -9,7 +9,7 @@ import asyncio
 import logging
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,8 @@ class Running:
     time_up: asyncio.TimerHandle | None = None
     starting: bool = False
     """An asynchronous start (sbatch) is in flight: a stop waits for its job id."""
+    before: dict[str, Any] = field(default_factory=dict)
+    """The task's fields before this attempt began (`Task.begin_attempt`)."""
 
     def cancel_timers(self) -> None:
         for timer in (self.escalation, self.time_up):
@@ -69,21 +71,31 @@ class Starting:
         if not chosen:
             return []
         started: list[tuple[Task, Attempt]] = []
+        begun: list[tuple[Task, dict[str, Any]]] = []
         now = time.time()
-        with self.store.transaction():
-            for task, devices, reserved in chosen:
-                task.begin_attempt(devices, reserved, now)
-                stem = self.attempt_stem(task, task.attempts)
-                attempt = Attempt(
-                    task_id=task.id, n=task.attempts, pid=None, create_time=None,
-                    devices=task.devices, started_at=now, stdout=f"{stem}.stdout.log",
-                    stderr=f"{stem}.stderr.log", exit_file=f"{stem}.exit",
-                    deadline=task.deadline, memory=task.requires_memory_per_device,
-                )
-                self.store.insert_attempt(attempt)
-                self._set_status(task, TaskStatus.RUNNING, None)
-                self.running[task.id] = Running(attempt, self.executors[task.executor])
-                started.append((task, attempt))
+        try:
+            with self.store.transaction():
+                for task, devices, reserved in chosen:
+                    begun.append((task, task.begin_attempt(devices, reserved, now)))
+                    stem = self.attempt_stem(task, task.attempts)
+                    attempt = Attempt(
+                        task_id=task.id, n=task.attempts, pid=None, create_time=None,
+                        devices=task.devices, started_at=now, stdout=f"{stem}.stdout.log",
+                        stderr=f"{stem}.stderr.log", exit_file=f"{stem}.exit",
+                        deadline=task.deadline, memory=task.requires_memory_per_device,
+                    )
+                    self.store.insert_attempt(attempt)
+                    self._set_status(task, TaskStatus.RUNNING, None)
+                    self.running[task.id] = Running(attempt, self.executors[task.executor],
+                                                    before=begun[-1][1])
+                    started.append((task, attempt))
+        except Exception:
+            # Nothing half done may stay: a task recorded as running that nobody starts
+            # would hold its slot and GPUs for good (the exits' unit this may run in
+            # commits its own writes all the same).
+            for task, before in reversed(begun):
+                self._unstart(task, task.attempts, before, "its start failed; requeued")
+            raise
         return started
 
     def start_recorded(self, started: list[tuple[Task, Attempt]]) -> int:
@@ -94,7 +106,8 @@ class Starting:
             return 0
         if self.store.degraded:
             for task, attempt in started:
-                self._unstart(task, attempt, "its start could not be recorded; requeued")
+                self._unstart(task, attempt.n, self.running[task.id].before,
+                              "its start could not be recorded; requeued")
             return 0
         failed: list[tuple[Task, str]] = []
         with self.store.transaction():
@@ -111,22 +124,28 @@ class Starting:
                     failed.append((task, f"cannot start: {exc}"))
                     continue
                 self._started(task, attempt, handle)
-        self._bind_started()
-        for task, reason in failed:
-            log.warning("task %d %s: %s", task.id, task.fullname, reason)
-            self._finish_plain(task, TaskStatus.FAILED, EndReason.SPAWN, reason)  # releases
+        try:
+            self._bind_started()
+        finally:  # (a ledger that fails must not leave these "running")
+            for task, reason in failed:
+                log.warning("task %d %s: %s", task.id, task.fullname, reason)
+                self._finish_plain(task, TaskStatus.FAILED, EndReason.SPAWN, reason)
         return len(started) - len(failed)
 
-    def _unstart(self, task: Task, attempt: Attempt, reason: str) -> None:
-        """Back to waiting, as if the attempt had never been begun."""
+    def _unstart(self, task: Task, n: int, before: dict[str, Any], reason: str) -> None:
+        """Back to waiting, as if attempt n had never been begun (its record goes too)."""
         run = self.running.pop(task.id, None)
         if run is not None:
             run.cancel_timers()
-        self.ledger.release(attempt_key(task.id, attempt.n))
+        self.ledger.release(attempt_key(task.id, n))
         with self.store.transaction():
-            task.attempts -= 1
-            task.reset_for_queue()
-            self._set_status(task, TaskStatus.WAITING, reason)
+            self.store.delete_attempt(task.id, n)
+            task.undo_attempt(before)
+            if task.status is TaskStatus.RUNNING:
+                self._set_status(task, TaskStatus.WAITING, reason)
+            else:  # it failed before it was marked running
+                self.store.update_task(task)
+                self.bump(task.id)
 
     def _place(self) -> list[Any]:
         """Local placements from the pure scheduler; remembers the GPUs it holds."""
@@ -207,7 +226,7 @@ class Starting:
         attempt.job_id = handle.job_id
         if handle.pid and task.executor == "local" and any(task.reserved_mib):
             # The claim moves from this daemon to the task (for the whole pass at once, in
-            # `schedule`): it lives exactly as long as the task's process.
+            # `start_recorded`): it lives exactly as long as the task's process.
             self._to_bind[attempt_key(task.id, attempt.n)] = handle.pid
         self.store.attempt_started(attempt)
         self._arm_deadline(task)

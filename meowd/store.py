@@ -230,6 +230,12 @@ def _task_from_row(row: tuple[Any, ...], shared: dict[str, str] | None = None) -
     )
 
 
+def _rolled_back() -> sqlite3.OperationalError:
+    """A unit whose transaction SQLite itself rolled back after an error that a caller
+    caught: none of its writes are stored, so all of them go to the backlog."""
+    return sqlite3.OperationalError("the transaction was rolled back after an error")
+
+
 def _list(text: str) -> tuple[int, ...]:
     return () if text == "[]" else tuple(json.loads(text))  # most are empty: no decoder
 
@@ -244,6 +250,8 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._ops: list[tuple[str, Any, bool]] | None = None
+        self._began = False
+        """The unit in progress has begun its transaction (see `transaction`)."""
         self.backlog: list[list[tuple[str, Any, bool]]] = []
         self.error: str | None = None
         self._db.execute("BEGIN IMMEDIATE")
@@ -291,11 +299,14 @@ class Store:
         if critical and self.backlog:
             raise StoreUnavailable(self._unavailable())
         self._ops = []
+        self._began = False
         try:
             try:  # BEGIN comes with the first write (`_write`): a unit with none is free
                 yield
                 if self._db.in_transaction:
                     self._db.execute("COMMIT")
+                elif self._began:
+                    raise _rolled_back()
             except BaseException as exc:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
@@ -322,7 +333,10 @@ class Store:
         self._ops.append((sql, params, many))
         if not self.backlog:
             if not self._db.in_transaction:
+                if self._began:  # SQLite rolled the unit back (SQLITE_FULL, IOERR, NOMEM)
+                    raise _rolled_back()
                 self._db.execute("BEGIN IMMEDIATE")
+                self._began = True
             (self._db.executemany if many else self._db.execute)(sql, params)
 
     @property
@@ -444,6 +458,9 @@ class Store:
              _NO_USAGE if a.usage == _EMPTY_USAGE else json.dumps(a.usage.to_wire()),
              a.memory),
         )
+
+    def delete_attempt(self, task_id: int, n: int) -> None:
+        self._write("DELETE FROM attempts WHERE task_id = ? AND n = ?", (task_id, n))
 
     def attempt_started(self, a: Attempt) -> None:
         """Record what the executor says of a started attempt: its process or job."""

@@ -130,6 +130,11 @@ def _no_usage() -> TaskUsage:
     return NO_USAGE
 
 
+_ATTEMPT_FIELDS = ("devices", "reserved_mib", "attempts", "started_at", "ended_at",
+                   "exit_code", "warning", "end_reason", "deadline", "usage")
+"""What `Task.begin_attempt` sets."""
+
+
 @dataclass(slots=True)
 class Task:
     """One queued command and what became of it. Plain data: no I/O, no process handles."""
@@ -205,14 +210,21 @@ class Task:
         }
 
     def begin_attempt(self, devices: Sequence[int], reserved_mib: Sequence[int],
-                      now: float) -> None:
-        """The fields a new attempt starts from."""
+                      now: float) -> dict[str, Any]:
+        """The fields a new attempt starts from; returns what they were (`undo_attempt`)."""
+        before = {name: getattr(self, name) for name in _ATTEMPT_FIELDS}
         self.devices, self.reserved_mib = tuple(devices), tuple(reserved_mib)
         self.attempts += 1
         self.started_at = now
         self.ended_at = self.exit_code = self.warning = self.end_reason = None
         self.deadline = now + self.time_limit if self.time_limit else None
         self.usage = TaskUsage()
+        return before
+
+    def undo_attempt(self, before: dict[str, Any]) -> None:
+        """Back to before `begin_attempt` (an attempt that never started)."""
+        for name, value in before.items():
+            setattr(self, name, value)
 
     def reset_for_queue(self) -> None:
         """What a task that goes back to waiting (requeue, retry, resume) gives up."""

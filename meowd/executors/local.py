@@ -43,15 +43,19 @@ log = logging.getLogger("meowd.executor")
 # The traps are handlers, not "ignore", so the command gets default dispositions at exec.
 # The wrapper joins its cgroup before it starts anything, so nothing escapes it.
 # The command runs in a subshell (a fork of the wrapper, traps reset, no positional
-# parameters), not in `/bin/sh -c "$1"`: that saved an exec of the shell, 0.7 ms of every
-# start and of every slot's turn in a drain (benchmarks/drain_floor.py). `$0` is then
-# "meow-task" and `$$` the wrapper's pid.
+# parameters), not in `/bin/sh -c "$1"`: that saves an exec of the shell, 0.7 ms of every
+# start and of every slot's turn in a drain (benchmarks/drain_floor.py). In a subshell
+# `$$` and `$PPID` are the wrapper's and `$0` is "meow-task", so a command that names
+# any of them (`kill $$`) gets its own shell as before.
 WRAPPER = (
     "trap : HUP INT TERM\n"
     '[ -z "$4" ] || { echo $$ > "$4"; } 2>/dev/null || :\n'
     'umask "$5"\n'
     'cd -- "$3" || exit 127\n'
-    '( trap - HUP INT TERM; eval "shift $#; $1" )\n'
+    'case $1 in\n'
+    "*'$$'*|*'${$}'*|*PPID*|*'$0'*|*'${0'*) /bin/sh -c \"$1\" ;;\n"
+    '*) ( trap - HUP INT TERM; eval "shift $#; $1" ) ;;\n'
+    'esac\n'
     "rc=$?\n"
     'umask 077\n'  # the exit file is meow's state: private, like the rest
     'echo "$rc" > "$2"\n'
@@ -119,14 +123,19 @@ def read_exit_file(path: str) -> int | None:
 def find_wrapper(exit_file: str) -> int | None:
     """The pid of a wrapper started for this attempt, found by its unique argv
     (a scan of the process table: only at startup, for attempts with no recorded pid).
-    The subshell the command runs in has the same argv: the wrapper is the one whose
-    parent is no match."""
-    found: dict[int, int] = {}
-    for proc in psutil.process_iter(["cmdline", "ppid"]):
+    Every fork of the wrapper that has not exec'd (the subshell the command runs in, a
+    `( ... ) &` of the command's) has the same argv: the wrapper is the one that leads
+    its session (it was spawned with setsid). An orphaned fork whose wrapper has ended
+    is no wrapper: the exit file says how the attempt ended."""
+    for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info.get("cmdline") or []
         if len(cmdline) >= 6 and cmdline[0] == "/bin/sh" and cmdline[5] == exit_file:
-            found[proc.pid] = proc.info.get("ppid") or 0
-    return next((pid for pid, ppid in sorted(found.items()) if ppid not in found), None)
+            try:
+                if os.getsid(proc.pid) == proc.pid:
+                    return proc.pid
+            except OSError:
+                continue
+    return None
 
 
 def cgroup_name(task_id: int, exit_file: str) -> str:

@@ -199,3 +199,37 @@ async def test_dependency_waits_have_their_own_field(ctl: Controller):
     ctl.scripted.end(a.id, Exit(3))  # type: ignore[attr-defined]
     assert b.dependency == "blocked: a failed"
     assert ctl.public(b)["why"] == "blocked: a failed"
+
+
+async def test_a_pass_that_fails_halfway_starts_nothing_and_keeps_the_ends(ctl: Controller,
+                                                                       monkeypatch):
+    """The pass that runs in the exits' unit (exits_batch) fails after recording one of two
+    starts: the end is stored, and both tasks are back to waiting as before, not left
+    "running" with no process (they would hold their slots for good)."""
+    create(ctl, TaskSpec("sleep 9", name="a", min_devices=0))
+    assert ctl.schedule() == 1
+    a = task(ctl, "a")
+    create(ctl, TaskSpec("true", name="b", min_devices=0),
+           TaskSpec("true", name="c", min_devices=0))
+    real, calls = ctl.store.insert_attempt, []
+
+    def insert_attempt(attempt):
+        calls.append(attempt.task_id)
+        if len(calls) == 3:  # a's end, b's start, then c's start fails
+            raise RuntimeError("scripted failure")
+        real(attempt)
+
+    monkeypatch.setattr(ctl.store, "insert_attempt", insert_attempt)
+    with ctl.exits_batch():
+        ctl.scripted.end(a.id, Exit(0))  # type: ignore[attr-defined]
+    b, c = task(ctl, "b"), task(ctl, "c")
+    assert calls == [a.id, b.id, c.id]
+    assert a.status == "done" and ctl.store.attempts(a.id)[0].exit_code == 0
+    for t in (b, c):
+        assert (t.status, t.attempts, t.started_at, t.id in ctl.running) == (
+            "waiting", 0, None, False)
+        assert ctl.store.attempts(t.id) == []
+    stored = {t.id: t for t in ctl.store.load_tasks()}
+    assert (stored[b.id].status, stored[b.id].attempts) == ("waiting", 0)
+    monkeypatch.setattr(ctl.store, "insert_attempt", real)
+    assert ctl.schedule() == 2 and (b.attempts, c.attempts) == (1, 1)

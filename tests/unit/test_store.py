@@ -70,3 +70,32 @@ def test_prune_keeps_only_the_runtimes_estimates_read(tmp_path: Path):
     assert runtimes["a"] == [float(n) for n in range(20, HISTORY_LENGTH + 20)]
     assert runtimes["b"] == [1.0]
     assert store._db.execute("SELECT count(*) FROM runtimes").fetchone()[0] == HISTORY_LENGTH + 1
+
+
+def test_a_unit_sqlite_rolled_back_goes_to_the_backlog_whole(tmp_path: Path):
+    """A write fails with SQLITE_FULL (SQLite then rolls the unit back) and the caller
+    catches it, as the executor does per reported exit: the unit is not taken as
+    committed, a later write of it does not start a second transaction, and every write
+    of it is stored once there is room."""
+    store = Store(tmp_path / "meow.db")
+    tasks = [Task(i, f"t{i}", f"t{i}", "true", "/", "h") for i in (1, 2)]
+    store.insert_tasks(tasks)
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+    with store.transaction():
+        tasks[0].status = TaskStatus.DONE
+        tasks[0].warning = "x" * 200_000  # needs pages the database may not grow by
+        try:
+            store.update_task(tasks[0])
+        except sqlite3.OperationalError:
+            pass
+        tasks[1].status = TaskStatus.DONE
+        try:
+            store.update_task(tasks[1])
+        except sqlite3.OperationalError:
+            pass
+    assert store.degraded and len(store.backlog) == 1 and len(store.backlog[0]) == 2
+    store._db.execute("PRAGMA max_page_count = 1073741823")
+    assert store.flush() and not store.degraded
+    assert {t.id: t.status for t in store.load_tasks()} == {1: TaskStatus.DONE,
+                                                            2: TaskStatus.DONE}
