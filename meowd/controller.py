@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import hashlib
 import logging
 import shlex
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -78,7 +77,7 @@ def default_executors(on_exit: ExitCallback, c: Controller) -> dict[str, Executo
     found: dict[str, Executor] = {"local": LocalExecutor(
         on_exit, cgroups=Cgroups.detect(_namespace(c.paths)), tracked=c.monitor.known,
         kill_grace=lambda: c.settings.kill_grace,
-        kill_leftovers=lambda: c.settings.kill_leftovers, batch=c.exits_batch)}
+        kill_leftovers=lambda: c.settings.kill_leftovers, batch=c.store.transaction)}
     if shutil.which("sbatch"):
         s = c.settings
         found["slurm"] = SlurmExecutor(on_exit, partition=s.slurm_partition or None,
@@ -114,8 +113,6 @@ class Controller(Creating, Commands, Starting, Sampling):
         """Called when the last task ends and `shutdown_on_complete` is set."""
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
         self._wake = asyncio.Event()
-        self.stopping = False
-        """`stop` began: exits record their ends and start nothing."""
         self._poll_now = asyncio.Event()
         self._next_id = 1
         self._lost_output: set[int] = set()
@@ -433,28 +430,6 @@ class Controller(Creating, Commands, Starting, Sampling):
         """`<task home>/attempt-N`: every file of one attempt is this plus an extension."""
         return self.task_home(task) / f"attempt-{n}"
 
-    @contextlib.contextmanager
-    def exits_batch(self) -> Iterator[None]:
-        """Around exits reported together: their ends and the placement pass they make
-        room for commit as one transaction (one commit per turn, not two), and the
-        tasks chosen start right after it, without a turn of the loop in between."""
-        started: list[tuple[Task, Attempt]] = []
-        with self.store.transaction():
-            yield
-            if self.stopping:  # the ends of a shutdown start nothing
-                return
-            self._wake.clear()  # this pass sees every change that set it
-            try:
-                started = self.record_starts()
-            except Exception:
-                log.exception("scheduling pass failed; will retry on the next event")
-                self._wake.set()
-        try:
-            self.start_recorded(started)
-        except Exception:
-            log.exception("starting tasks failed; will retry on the next event")
-            self._wake.set()
-
     # -- loops and shutdown ----------------------------------------------------------------
     async def run(self) -> None:
         """The scheduling loop, the device poller and executors' own work, until cancelled."""
@@ -490,7 +465,6 @@ class Controller(Creating, Commands, Starting, Sampling):
                 log.exception("device poll failed")
 
     async def stop(self, kill_tasks: bool) -> None:
-        self.stopping = True
         if kill_tasks and self.running:
             for task_id in list(self.running):
                 self._terminate(self.index[task_id], StopIntent.KILL, signal.SIGTERM)

@@ -103,8 +103,6 @@ class Daemon:
         log.info("stopping (%s running tasks)",
                  "killing" if self._kill_tasks else "leaving")
         systemd.notify("STOPPING=1")
-        if self.controller:  # exits from here on start nothing (the loops are cancelled)
-            self.controller.stopping = True
         if self.server:
             await self.server.stop()
         if self._own_socket:  # a socket from systemd stays: systemd owns it

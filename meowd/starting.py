@@ -57,9 +57,8 @@ class Starting:
         return self.start_recorded(self.record_starts())
 
     def record_starts(self) -> list[tuple[Task, Attempt]]:
-        """Phase 1 of a pass: place, and record each chosen task's attempt (committed
-        by the transaction it runs in: its own, or the ends that made the room, see
-        `Controller.exits_batch`). A crash after this and before the start is seen on
+        """Phase 1 of a pass: place, and record each chosen task's attempt, committed
+        before any of them starts. A crash after this and before the start is seen on
         restart (no pid, no wrapper process) and requeued, so nothing runs twice."""
         if self.store.degraded:  # a start that cannot be recorded could run twice
             self.hold = None
@@ -91,11 +90,15 @@ class Starting:
                     started.append((task, attempt))
         except Exception:
             # Nothing half done may stay: a task recorded as running that nobody starts
-            # would hold its slot and GPUs for good (the exits' unit this may run in
-            # commits its own writes all the same).
+            # would hold its slot and GPUs for good.
             for task, before in reversed(begun):
                 self._unstart(task, task.attempts, before, "its start failed; requeued")
             raise
+        # A store error ends the unit early (its writes wait in the backlog): what began
+        # after it was never recorded.
+        for task, before in reversed(begun[len(started):]):
+            self._unstart(task, task.attempts, before, "its start could not be recorded; "
+                          "requeued")
         return started
 
     def start_recorded(self, started: list[tuple[Task, Attempt]]) -> int:

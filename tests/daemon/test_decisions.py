@@ -201,35 +201,62 @@ async def test_dependency_waits_have_their_own_field(ctl: Controller):
     assert ctl.public(b)["why"] == "blocked: a failed"
 
 
-async def test_a_pass_that_fails_halfway_starts_nothing_and_keeps_the_ends(ctl: Controller,
-                                                                       monkeypatch):
-    """The pass that runs in the exits' unit (exits_batch) fails after recording one of two
-    starts: the end is stored, and both tasks are back to waiting as before, not left
-    "running" with no process (they would hold their slots for good)."""
-    create(ctl, TaskSpec("sleep 9", name="a", min_devices=0))
-    assert ctl.schedule() == 1
-    a = task(ctl, "a")
+async def test_a_pass_that_fails_halfway_leaves_nothing_running_unstarted(ctl: Controller,
+                                                                          monkeypatch):
+    """A placement pass fails after recording one of two starts (its transaction rolls
+    back): both tasks are back to waiting as before, not left "running" in memory with no
+    process (they would hold their slots for good), and the next pass starts them."""
     create(ctl, TaskSpec("true", name="b", min_devices=0),
            TaskSpec("true", name="c", min_devices=0))
     real, calls = ctl.store.insert_attempt, []
 
     def insert_attempt(attempt):
         calls.append(attempt.task_id)
-        if len(calls) == 3:  # a's end, b's start, then c's start fails
+        if len(calls) == 2:  # b's start is recorded, then c's fails
             raise RuntimeError("scripted failure")
         real(attempt)
 
     monkeypatch.setattr(ctl.store, "insert_attempt", insert_attempt)
-    with ctl.exits_batch():
-        ctl.scripted.end(a.id, Exit(0))  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="scripted"):
+        ctl.schedule()
     b, c = task(ctl, "b"), task(ctl, "c")
-    assert calls == [a.id, b.id, c.id]
-    assert a.status == "done" and ctl.store.attempts(a.id)[0].exit_code == 0
+    assert calls == [b.id, c.id] and ctl.scripted.started == {}  # type: ignore[attr-defined]
     for t in (b, c):
         assert (t.status, t.attempts, t.started_at, t.id in ctl.running) == (
             "waiting", 0, None, False)
         assert ctl.store.attempts(t.id) == []
     stored = {t.id: t for t in ctl.store.load_tasks()}
-    assert (stored[b.id].status, stored[b.id].attempts) == ("waiting", 0)
+    assert [(stored[t.id].status, stored[t.id].attempts) for t in (b, c)] == [
+        ("waiting", 0), ("waiting", 0)]
     monkeypatch.setattr(ctl.store, "insert_attempt", real)
     assert ctl.schedule() == 2 and (b.attempts, c.attempts) == (1, 1)
+
+
+async def test_a_start_that_cannot_be_recorded_never_runs(ctl: Controller, monkeypatch):
+    """The store refuses phase 1 (a full disk): nothing starts, since a start that is not
+    recorded could run twice; every task waits as before, and runs once there is room."""
+    import sqlite3
+
+    create(ctl, TaskSpec("true", name="b", min_devices=0),
+           TaskSpec("true", name="c", min_devices=0))
+    real, calls = ctl.store.insert_attempt, []
+
+    def insert_attempt(attempt):
+        calls.append(attempt.task_id)
+        if len(calls) == 2:
+            raise sqlite3.OperationalError("database or disk is full")
+        real(attempt)
+
+    monkeypatch.setattr(ctl.store, "insert_attempt", insert_attempt)
+    assert ctl.schedule() == 0 and ctl.store.degraded
+    b, c = task(ctl, "b"), task(ctl, "c")
+    assert ctl.scripted.started == {}  # type: ignore[attr-defined]
+    for t in (b, c):
+        assert (t.status, t.attempts, t.id in ctl.running) == ("waiting", 0, False)
+    monkeypatch.setattr(ctl.store, "insert_attempt", real)
+    assert ctl.store.flush() and not ctl.store.degraded
+    stored = {t.id: t for t in ctl.store.load_tasks()}
+    assert [(stored[t.id].status, stored[t.id].attempts) for t in (b, c)] == [
+        ("waiting", 0), ("waiting", 0)]
+    assert ctl.store.attempts(b.id) == []
+    assert ctl.schedule() == 2 and ctl.store.attempts(b.id)[0].n == 1
