@@ -81,11 +81,10 @@ def _write_json(value: Any, out: Any) -> None:
 def write_json_tasks(tasks: list[dict[str, Any]], out: Any) -> None:
     """`meow list --json` to the binary stream `out`: the same JSON value as json.dumps,
     written without spaces."""
-    try:
-        if len(tasks) < MSGSPEC_FROM:
-            raise ImportError
-        import msgspec
-    except ImportError:  # (without msgspec, json writes the same bytes, slower)
+    from meowd.core.listjson import msgspec_or_none
+
+    msgspec = msgspec_or_none() if len(tasks) >= MSGSPEC_FROM else None
+    if msgspec is None:  # (without msgspec, json writes the same bytes, slower)
         _write_json(tasks, out)
         return
 

@@ -25,7 +25,7 @@ def encode_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
 def encode_mixed(columns: Sequence[str], items: Sequence[Sequence[Any] | bytes]) -> bytes:
     """`encode_rows`, where an item may be a row's JSON already encoded (`encode_row`):
     its bytes go in as they are."""
-    msgspec = _msgspec()
+    msgspec = msgspec_or_none()
     if msgspec is None:
         return b"[" + b",".join(i if i.__class__ is bytes else encode_row(columns, i)
                                 for i in items) + b"]"
@@ -35,7 +35,7 @@ def encode_mixed(columns: Sequence[str], items: Sequence[Sequence[Any] | bytes])
 
 def encode_row(columns: Sequence[str], row: Sequence[Any]) -> bytes:
     """One row's JSON object, as it appears in `encode_rows`' array."""
-    msgspec = _msgspec()
+    msgspec = msgspec_or_none()
     if msgspec is None:
         import json
 
@@ -44,19 +44,26 @@ def encode_row(columns: Sequence[str], row: Sequence[Any]) -> bytes:
     return msgspec.json.encode(_struct(columns)(*row))
 
 
-def _msgspec() -> Any:
-    try:
-        import msgspec
-    except ImportError:
-        return None
-    return msgspec
+_UNKNOWN = object()
+_msgspec_module: Any = _UNKNOWN
+
+
+def msgspec_or_none() -> Any:
+    """msgspec, or None where it is not installed. Probed once: Python does not remember
+    a failed import, and the fallback asks for every row."""
+    global _msgspec_module
+    if _msgspec_module is _UNKNOWN:
+        try:
+            import msgspec
+        except ImportError:
+            msgspec = None
+        _msgspec_module = msgspec
+    return _msgspec_module
 
 
 def _struct(columns: Sequence[str]) -> Any:
     key = tuple(columns)
     make = _STRUCTS.get(key)
     if make is None:
-        import msgspec
-
-        make = _STRUCTS[key] = msgspec.defstruct("Task", key)
+        make = _STRUCTS[key] = msgspec_or_none().defstruct("Task", key)
     return make
