@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from meowd.executors.cgroups import Cgroups
-from tests.conftest import MeowEnv, spawn_into_cgroup_prefix, wait_for
+from tests.conftest import ROOT, MeowEnv, spawn_into_cgroup_prefix, wait_for
 
 PREFIX = spawn_into_cgroup_prefix()
 pytestmark = [
@@ -30,7 +30,7 @@ def run_python(code: str, **env: str) -> dict:
     assert PREFIX is not None
     out = subprocess.run([*PREFIX, sys.executable, "-c", textwrap.dedent(code)],
                          capture_output=True, text=True, timeout=60,
-                         env={**os.environ, **env}, cwd=Path(__file__).parents[2])
+                         env={**os.environ, **env}, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
